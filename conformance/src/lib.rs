@@ -1,0 +1,1 @@
+//! The strata conformance suite (in progress).

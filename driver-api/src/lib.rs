@@ -1,0 +1,33 @@
+//! The contract between strata and its storage drivers.
+//!
+//! A storage driver turns a chain of layers into something a container can use: a directory
+//! holding the merged view of a layer and all its ancestors. This crate holds everything a
+//! driver author needs, and nothing a driver author must not depend on (no engine, no CLI):
+//!
+//! - [`Driver`], the one trait every backend implements, built-in or loaded from a plugin. Its
+//!   shape follows Docker's graphdriver, which users and tools already know: refcounted
+//!   `get`/`put`, `create`/`create_rw`/`remove`, and the diff family. Only the storage half is
+//!   required; `diff`, `apply_diff`, `changes` and `diff_size` have default bodies that compute
+//!   them naively by mounting and walking (see [`naive`]), exactly as Docker's NaiveDiffDriver.
+//! - [`LayerId`], a validated id that is safe as a path component and as a mount option.
+//! - [`Error`] with [`ErrorKind`]: callers and the conformance suite match on the kind, never on
+//!   message text.
+//! - [`archive`]: the shared OCI layer tar code: reading (plain, gzip, zstd), applying inside a
+//!   layer root with in-root path resolution, writing deterministic tars, and whiteout formats.
+//! - [`naive`]: comparing two trees into [`Change`]s, exporting changes as a tar, measuring them.
+//! - [`stream`]: the bridge between the async [`TarStream`] at the trait and the one blocking
+//!   task per operation that does the file work.
+
+pub mod archive;
+mod driver;
+mod error;
+mod id;
+pub mod naive;
+pub mod stream;
+mod types;
+
+pub use driver::Driver;
+pub use error::{Error, ErrorKind, Result};
+pub use id::LayerId;
+pub use stream::TarStream;
+pub use types::{Capabilities, Change, ChangeKind, CreateOpts, MountOpts};

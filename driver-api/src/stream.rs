@@ -1,0 +1,221 @@
+//! The bridge between async tar streams at the trait and blocking file work.
+//!
+//! The trait speaks [`TarStream`] (an `AsyncRead`), but walking a tree or unpacking a tar is a
+//! long run of small syscalls, which belongs on one blocking thread per operation. These
+//! helpers move bytes between the two worlds and carry errors across: a producer that fails or
+//! panics midway makes the reader fail, never end early with a short tar that looks whole.
+
+use std::io::{self, Read, Write};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::sync::mpsc;
+
+use crate::{Error, ErrorKind, Result};
+
+/// An uncompressed tar stream, as `diff` returns and `apply_diff` takes it.
+pub type TarStream = Pin<Box<dyn AsyncRead + Send>>;
+
+const CHUNK: usize = 256 * 1024;
+const DEPTH: usize = 8;
+
+/// Runs `f` on a blocking thread and returns its result; a panic becomes an `Io` error.
+pub async fn run_blocking<T, F>(f: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(res) => res,
+        Err(e) => Err(Error::new(
+            ErrorKind::Io,
+            format!("blocking task failed: {e}"),
+        )),
+    }
+}
+
+/// Runs `f` on a blocking thread with a synchronous reader over `stream`.
+pub async fn read_blocking<T, F>(stream: TarStream, f: F) -> Result<T>
+where
+    F: FnOnce(&mut dyn Read) -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    run_blocking(move || {
+        let mut reader = tokio_util::io::SyncIoBridge::new(stream);
+        f(&mut reader)
+    })
+    .await
+}
+
+/// A stream whose bytes `f` writes on a blocking thread.
+///
+/// Bytes flow through a bounded channel, so memory stays at a few chunks whatever the size.
+/// If `f` returns an error or panics, the reader gets that error after the bytes written so
+/// far; if the reader is dropped, `f`'s writes fail with `BrokenPipe` and it stops.
+/// Must be called from within a tokio runtime.
+pub fn from_blocking<F>(f: F) -> TarStream
+where
+    F: FnOnce(&mut dyn Write) -> Result<()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel::<io::Result<Vec<u8>>>(DEPTH);
+    tokio::task::spawn_blocking(move || {
+        let mut w = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+        };
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            f(&mut w).and_then(|()| w.flush_chunk())
+        }));
+        let err = match outcome {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => io::Error::from(e),
+            Err(_) => io::Error::other("the tar stream's producer panicked"),
+        };
+        // The reader may be gone already; then nobody needs the error.
+        let _ = tx.blocking_send(Err(err));
+    });
+    Box::pin(ChannelReader {
+        rx,
+        chunk: Vec::new(),
+        pos: 0,
+        done: false,
+    })
+}
+
+struct ChannelWriter {
+    tx: mpsc::Sender<io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn flush_chunk(&mut self) -> Result<()> {
+        self.send().map_err(|e| Error::io("tar stream", e))
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "tar stream reader went away"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl AsyncRead for ChannelReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if self.pos < self.chunk.len() {
+                let n = buf.remaining().min(self.chunk.len() - self.pos);
+                let pos = self.pos;
+                buf.put_slice(&self.chunk[pos..pos + n]);
+                self.pos += n;
+                return Poll::Ready(Ok(()));
+            }
+            if self.done {
+                return Poll::Ready(Ok(()));
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    self.done = true;
+                }
+                Poll::Ready(Some(Ok(chunk))) => {
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    self.done = true;
+                    return Poll::Ready(Err(e));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn bytes_flow_through_in_order() {
+        let mut s = from_blocking(|w| {
+            for i in 0..100_000u32 {
+                w.write_all(&i.to_le_bytes())
+                    .map_err(|e| Error::io("w", e))?;
+            }
+            Ok(())
+        });
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out.len(), 400_000);
+        assert_eq!(&out[396..400], &99u32.to_le_bytes());
+    }
+
+    #[tokio::test]
+    async fn producer_error_reaches_reader_after_data() {
+        let mut s = from_blocking(|w| {
+            w.write_all(&[1u8; 1000]).map_err(|e| Error::io("w", e))?;
+            Err(Error::new(ErrorKind::Io, "disk on fire"))
+        });
+        let mut out = Vec::new();
+        let err = s
+            .read_to_end(&mut out)
+            .await
+            .expect_err("must fail, not end short");
+        assert!(err.to_string().contains("disk on fire"));
+    }
+
+    #[tokio::test]
+    async fn producer_panic_is_an_error() {
+        let mut s = from_blocking(|_w| panic!("boom"));
+        let mut out = Vec::new();
+        assert!(s.read_to_end(&mut out).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn read_blocking_sees_all_bytes() {
+        let s = from_blocking(|w| {
+            w.write_all(&[7u8; 3_000_000])
+                .map_err(|e| Error::io("w", e))
+        });
+        let n = read_blocking(s, |r| {
+            let mut v = Vec::new();
+            r.read_to_end(&mut v).map_err(|e| Error::io("r", e))?;
+            Ok(v.len())
+        })
+        .await
+        .unwrap();
+        assert_eq!(n, 3_000_000);
+    }
+}

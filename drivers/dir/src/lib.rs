@@ -1,0 +1,1 @@
+//! The aufs-like directory driver (in progress).

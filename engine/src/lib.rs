@@ -1,0 +1,1 @@
+//! The strata engine (in progress).

@@ -1,0 +1,1 @@
+//! Examples of using strata as a library (in progress).
