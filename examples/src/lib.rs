@@ -1,1 +1,0 @@
-//! Examples of using strata as a library (in progress).
