@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, ResolveFlags};
 use rustix::io::Errno;
 
-use super::names;
 use crate::{Error, ErrorKind, Result};
 
 /// How often an `openat2` that failed with `EAGAIN` (a rename or mount raced somewhere on the
@@ -27,6 +26,9 @@ use crate::{Error, ErrorKind, Result};
 const EAGAIN_RETRIES: usize = 128;
 /// How deep [`remove_all`] and the opaque walk descend. Each level holds one descriptor.
 pub(super) const MAX_DEPTH: usize = 512;
+/// How many dangling symlinks [`Root::make_dir_all`] follows for one path (the kernel's
+/// `MAXSYMLINKS`).
+const MAX_SYMLINK_EXPANSIONS: usize = 40;
 
 /// A directory descriptor: the root itself or one resolved inside it.
 #[derive(Debug)]
@@ -133,6 +135,12 @@ impl Root {
 
     /// Resolves the directory `rel`, creating missing components one at a time in-root
     /// (`0755`, owned as the process). `created` is told each path this made.
+    ///
+    /// A component that is a dangling symlink is followed as the kernel would (in-root): its
+    /// target is spliced into the path and the walk starts again, at most
+    /// [`MAX_SYMLINK_EXPANSIONS`] times; so `e -> /etc` then `e/cron.d/x` makes `etc/cron.d`
+    /// in the root, as containerd does. Paths made that way are not reported to `created`
+    /// (they are not names the archive used).
     pub(super) fn make_dir_all(
         &self,
         rel: &[u8],
@@ -143,29 +151,64 @@ impl Root {
             Err(Errno::NOENT) => {}
             Err(e) => return Err(self.resolve_err("openat2", rel, e)),
         }
-        let mut cur = DirFd::Root(self.fd());
-        let mut end = 0;
-        for comp in names::components(rel) {
-            end += comp.len() + usize::from(end != 0);
-            let prefix = &rel[..end];
-            match self.resolve_dir(prefix) {
-                Ok(fd) => cur = fd,
-                Err(Errno::NOENT) => {
-                    match rustix::fs::mkdirat(&cur, comp, Mode::from_raw_mode(0o755)) {
-                        Ok(()) => created(prefix),
-                        // A name that exists but does not resolve: a dangling symlink; the
-                        // resolution below reports it.
-                        Err(Errno::EXIST) => {}
-                        Err(e) => return Err(self.err("mkdirat", prefix, e)),
-                    }
-                    cur = self
-                        .resolve_dir(prefix)
-                        .map_err(|e| self.resolve_err("openat2", prefix, e))?;
+        let mut path = rel.to_vec();
+        let mut expansions = 0;
+        'walk: loop {
+            let mut cur = DirFd::Root(self.fd());
+            let mut start = 0;
+            while start < path.len() {
+                let end = path[start..]
+                    .iter()
+                    .position(|&b| b == b'/')
+                    .map_or(path.len(), |i| start + i);
+                let comp = &path[start..end];
+                if comp.is_empty() {
+                    start = end + 1;
+                    continue;
                 }
-                Err(e) => return Err(self.resolve_err("openat2", prefix, e)),
+                let prefix = &path[..end];
+                match self.resolve_dir(prefix) {
+                    Ok(fd) => cur = fd,
+                    Err(Errno::NOENT) => {
+                        match rustix::fs::mkdirat(&cur, comp, Mode::from_raw_mode(0o755)) {
+                            Ok(()) if expansions == 0 => created(prefix),
+                            Ok(()) => {}
+                            Err(Errno::EXIST) => {
+                                // Taken but not resolvable: a dangling symlink, followed here.
+                                if let Ok(target) = rustix::fs::readlinkat(&cur, comp, Vec::new()) {
+                                    expansions += 1;
+                                    if expansions > MAX_SYMLINK_EXPANSIONS {
+                                        return Err(self.resolve_err("openat2", rel, Errno::LOOP));
+                                    }
+                                    let target = target.as_bytes();
+                                    let mut next = Vec::with_capacity(path.len() + target.len());
+                                    if target.first() == Some(&b'/') {
+                                        let i = target
+                                            .iter()
+                                            .position(|&b| b != b'/')
+                                            .unwrap_or(target.len());
+                                        next.extend_from_slice(&target[i..]);
+                                    } else {
+                                        next.extend_from_slice(&path[..start]);
+                                        next.extend_from_slice(target);
+                                    }
+                                    next.extend_from_slice(&path[end..]);
+                                    path = next;
+                                    continue 'walk;
+                                }
+                            }
+                            Err(e) => return Err(self.err("mkdirat", prefix, e)),
+                        }
+                        cur = self
+                            .resolve_dir(prefix)
+                            .map_err(|e| self.resolve_err("openat2", prefix, e))?;
+                    }
+                    Err(e) => return Err(self.resolve_err("openat2", prefix, e)),
+                }
+                start = end + 1;
             }
+            return Ok(cur);
         }
-        Ok(cur)
     }
 }
 
@@ -300,10 +343,22 @@ mod tests {
             .unwrap();
         assert!(root.join("real/x/y").is_dir());
         assert_eq!(made, vec![b"abs/x".to_vec(), b"abs/x/y".to_vec()]);
-        // A dangling symlink as a parent is an archive error, nothing is created outside.
-        std::os::unix::fs::symlink("/nowhere", root.join("dangling")).unwrap();
-        let err = r.make_dir_all(b"dangling/z", |_| {}).unwrap_err();
+        // A dangling symlink as a parent is followed in-root.
+        std::os::unix::fs::symlink("/nowhere/../deep", root.join("dangling")).unwrap();
+        std::os::unix::fs::symlink("../rel", root.join("real/x/dangling")).unwrap();
+        made.clear();
+        r.make_dir_all(b"dangling/z", |p| made.push(p.to_vec()))
+            .unwrap();
+        r.make_dir_all(b"real/x/dangling/z", |p| made.push(p.to_vec()))
+            .unwrap();
+        assert!(root.join("deep/z").is_dir());
+        assert!(root.join("real/rel/z").is_dir());
+        assert!(made.is_empty(), "{made:?}");
+        assert!(!tmp.path().join("deep").exists());
+        // Dangling loops end.
+        std::os::unix::fs::symlink("loop2/x", root.join("loop1")).unwrap();
+        std::os::unix::fs::symlink("loop1/x", root.join("loop2")).unwrap();
+        let err = r.make_dir_all(b"loop1/z", |_| {}).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidArchive);
-        assert!(!root.join("nowhere").exists());
     }
 }
