@@ -65,9 +65,15 @@ fn case39_huge_extension_headers_are_rejected_early() {
     while pax_record("comment", &vec![b'c'; n]).len() + path_rec < 1 << 20 {
         n += 1;
     }
-    assert_eq!(pax_record("comment", &vec![b'c'; n]).len() + path_rec, 1 << 20);
+    assert_eq!(
+        pax_record("comment", &vec![b'c'; n]).len() + path_rec,
+        1 << 20
+    );
     let mut t = Tar::new();
-    t.pax(&[("comment".to_string(), vec![b'c'; n]), ("path".to_string(), name.clone().into_bytes())]);
+    t.pax(&[
+        ("comment".to_string(), vec![b'c'; n]),
+        ("path".to_string(), name.clone().into_bytes()),
+    ]);
     t.push(E::file("short", "x"));
     env.apply(&t.finish(), REMOVE).unwrap();
     assert!(env.path(&name).is_file());
@@ -90,7 +96,9 @@ fn case40_sparse_files_are_rejected() {
         .pax("GNU.sparse.name", "x")
         .pax("GNU.sparse.realsize", "5");
     env.reject(&tar_of([pax_sparse]), REMOVE);
-    let old_pax = E::file("x", "hello").pax("GNU.sparse.numblocks", "1").pax("GNU.sparse.offset", "0");
+    let old_pax = E::file("x", "hello")
+        .pax("GNU.sparse.numblocks", "1")
+        .pax("GNU.sparse.offset", "0");
     env.reject(&tar_of([old_pax]), REMOVE);
     assert!(env.tree().is_empty());
 }
@@ -106,7 +114,11 @@ fn case41_pax_size_wins() {
         e.size = Some(ustar);
         let tar = tar_of([e, E::file("next", "next")]);
         let stats = env.apply(&tar, REMOVE).unwrap();
-        assert_eq!(std::fs::read(env.path("f")).unwrap(), body, "ustar {ustar} pax {pax_size}");
+        assert_eq!(
+            std::fs::read(env.path("f")).unwrap(),
+            body,
+            "ustar {ustar} pax {pax_size}"
+        );
         assert_eq!(std::fs::read(env.path("next")).unwrap(), b"next");
         assert_eq!(stats.entries, 2);
         assert_eq!(stats.size, pax_size as u64 + 4);
@@ -147,7 +159,9 @@ fn case42_entries_after_the_end_are_ignored() {
     assert_eq!(r.position(), len, "the stream is drained");
     // One zero block then a header is malformed.
     let mut t = Tar::new();
-    t.push(E::file("a", "a")).raw(&[0; 512]).push(E::file("b", "b"));
+    t.push(E::file("a", "a"))
+        .raw(&[0; 512])
+        .push(E::file("b", "b"));
     env.reject(&t.finish(), REMOVE);
     // A stream that ends cleanly after an entry (no trailer) is accepted, as Go accepts it.
     let t = Tar::new().push(E::file("c", "c")).buf.clone();
@@ -171,7 +185,12 @@ fn case43_malformed_streams_are_rejected() {
     bad[0] = b'g';
     env.reject(&bad, REMOVE);
     // A non-octal mode, uid, size, mtime (with a correct checksum).
-    for (range, value) in [(100..108, &b"12x4567\0"[..]), (108..116, b"9999999\0"), (124..136, b"1z\0"), (136..148, b"--\0")] {
+    for (range, value) in [
+        (100..108, &b"12x4567\0"[..]),
+        (108..116, b"9999999\0"),
+        (124..136, b"1z\0"),
+        (136..148, b"--\0"),
+    ] {
         let mut h = header(b"f", b'0', 0o644, 0, b"");
         h.as_mut_bytes()[range.clone()].fill(0);
         h.as_mut_bytes()[range.start..range.start + value.len()].copy_from_slice(value);
@@ -179,11 +198,21 @@ fn case43_malformed_streams_are_rejected() {
         env.reject(&tar, REMOVE);
     }
     // An extension header that nothing follows.
-    env.reject(&Tar::new().pax(&[("path".into(), b"x".to_vec())]).buf.clone(), REMOVE);
-    env.reject(&Tar::new().pax(&[("path".into(), b"x".to_vec())]).finish(), REMOVE);
+    env.reject(
+        &Tar::new()
+            .pax(&[("path".into(), b"x".to_vec())])
+            .buf
+            .clone(),
+        REMOVE,
+    );
+    env.reject(
+        &Tar::new().pax(&[("path".into(), b"x".to_vec())]).finish(),
+        REMOVE,
+    );
     // Two PAX headers for one entry; GNU long name and PAX path that disagree.
     let mut t = Tar::new();
-    t.pax(&[("path".into(), b"x".to_vec())]).pax(&[("path".into(), b"y".to_vec())]);
+    t.pax(&[("path".into(), b"x".to_vec())])
+        .pax(&[("path".into(), b"y".to_vec())]);
     t.push(E::file("f", ""));
     env.reject(&t.finish(), REMOVE);
     let mut t = Tar::new();
@@ -209,7 +238,10 @@ fn case47_type_flags() {
     contiguous.typeflag = b'7';
     let mut t = Tar::new();
     let g_body = pax_record("path", b"evil");
-    t.member(header(b"global", b'g', 0o644, g_body.len() as u64, b""), &g_body);
+    t.member(
+        header(b"global", b'g', 0o644, g_body.len() as u64, b""),
+        &g_body,
+    );
     t.push(contiguous);
     t.push(E::new("olddir/", 0, 0o755));
     t.push(E::new("oldfile", 0, 0o600));
@@ -240,7 +272,11 @@ fn case37_absurd_owners_are_rejected() {
     assert!(env.tree().is_empty());
     // Large but valid ids are kept (as root).
     if root_or_skip("case37 large ids") {
-        env.apply(&tar_of([E::file("f", "").owner(4_000_000_000, 70_000)]), REMOVE).unwrap();
+        env.apply(
+            &tar_of([E::file("f", "").owner(4_000_000_000, 70_000)]),
+            REMOVE,
+        )
+        .unwrap();
         let m = std::fs::metadata(env.path("f")).unwrap();
         assert_eq!((m.uid(), m.gid()), (4_000_000_000, 70_000));
     }
@@ -271,16 +307,29 @@ fn case38_mtimes() {
     // makes of the same time set directly.
     let probe = env.tmp.path().join("probe");
     let f = std::fs::File::create(&probe).unwrap();
-    f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(32_503_680_000)).unwrap();
+    f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(32_503_680_000))
+        .unwrap();
     let fs_y3000 = std::fs::metadata(&probe).unwrap().mtime();
     std::fs::remove_file(&probe).unwrap();
     assert_eq!(m("y3000").mtime(), fs_y3000);
     assert!(m("huge").mtime() >= fs_y3000);
     assert!(m("hugeint").mtime() >= fs_y3000);
-    assert_eq!((m("negpax").mtime(), m("negpax").mtime_nsec()), (-13, 750_000_000));
-    assert_eq!((m("nanos").mtime(), m("nanos").mtime_nsec()), (1_234_567_890, 123_456_789));
-    assert_eq!((m("dnanos").mtime(), m("dnanos").mtime_nsec()), (1_500_000_000, 500_000_000));
-    assert!(env.apply(&tar_of([E::file("nan", "").pax("mtime", "NaN")]), REMOVE).is_err());
+    assert_eq!(
+        (m("negpax").mtime(), m("negpax").mtime_nsec()),
+        (-13, 750_000_000)
+    );
+    assert_eq!(
+        (m("nanos").mtime(), m("nanos").mtime_nsec()),
+        (1_234_567_890, 123_456_789)
+    );
+    assert_eq!(
+        (m("dnanos").mtime(), m("dnanos").mtime_nsec()),
+        (1_500_000_000, 500_000_000)
+    );
+    assert!(
+        env.apply(&tar_of([E::file("nan", "").pax("mtime", "NaN")]), REMOVE)
+            .is_err()
+    );
 }
 
 /// Long names and link targets through PAX and GNU extensions, and a ustar prefix.
@@ -290,26 +339,39 @@ fn long_names_all_formats() {
     let long = format!("{}/{}", "d".repeat(150), "f".repeat(200));
     let target = "t".repeat(300);
     // PAX.
-    env.apply(&tar_of([E::file(&long, "pax"), E::symlink("l", &target)]), REMOVE).unwrap();
+    env.apply(
+        &tar_of([E::file(&long, "pax"), E::symlink("l", &target)]),
+        REMOVE,
+    )
+    .unwrap();
     assert_eq!(std::fs::read(env.path(&long)).unwrap(), b"pax");
-    assert_eq!(std::fs::read_link(env.path("l")).unwrap().as_os_str().len(), 300);
+    assert_eq!(
+        std::fs::read_link(env.path("l")).unwrap().as_os_str().len(),
+        300
+    );
     // GNU, through the tar crate's builder.
     let mut b = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_gnu();
     h.set_size(3);
     h.set_mode(0o640);
-    b.append_data(&mut h, format!("gnu/{long}"), &b"gnu"[..]).unwrap();
+    b.append_data(&mut h, format!("gnu/{long}"), &b"gnu"[..])
+        .unwrap();
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Symlink);
-    b.append_link(&mut h, format!("gnu/{}", "s".repeat(120)), &target).unwrap();
+    b.append_link(&mut h, format!("gnu/{}", "s".repeat(120)), &target)
+        .unwrap();
     let tar = b.into_inner().unwrap();
     env.apply(&tar, REMOVE).unwrap();
-    assert_eq!(std::fs::read(env.path(&format!("gnu/{long}"))).unwrap(), b"gnu");
+    assert_eq!(
+        std::fs::read(env.path(&format!("gnu/{long}"))).unwrap(),
+        b"gnu"
+    );
     let link = std::fs::read_link(env.path(&format!("gnu/{}", "s".repeat(120)))).unwrap();
     assert_eq!(link.as_os_str().len(), 300);
     // ustar prefix + name.
     let mut h = tar::Header::new_ustar();
-    h.set_path(format!("{}/{}", "p".repeat(120), "n".repeat(80))).unwrap();
+    h.set_path(format!("{}/{}", "p".repeat(120), "n".repeat(80)))
+        .unwrap();
     h.set_size(1);
     h.set_mode(0o644);
     let tar = Tar::new().member(h, b"u").finish();
@@ -358,7 +420,11 @@ fn case46_duplicates_last_wins() {
 fn repeated_directory_takes_last_attributes() {
     let env = Env::new();
     env.apply(
-        &tar_of([E::dir("d").mode(0o700).mtime(100), E::file("d/f", ""), E::dir("d").mode(0o751).mtime(200)]),
+        &tar_of([
+            E::dir("d").mode(0o700).mtime(100),
+            E::file("d/f", ""),
+            E::dir("d").mode(0o751).mtime(200),
+        ]),
         REMOVE,
     )
     .unwrap();
