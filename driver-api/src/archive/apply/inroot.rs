@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, ResolveFlags};
 use rustix::io::Errno;
 
-use super::names;
+use super::{emulate, names};
 
 use crate::{Error, ErrorKind, Result};
 
@@ -64,7 +64,14 @@ pub(super) struct Root {
     path: PathBuf,
     last_parent: RefCell<Option<(Vec<u8>, OwnedFd)>>,
     removed: Cell<bool>,
+    /// `openat2` is unavailable (kernel before 5.6, or refused by a seccomp filter): resolve
+    /// in userspace (see `emulate`).
+    emulate: bool,
 }
+
+/// Set (to anything) to resolve in userspace even where `openat2` works: a testing knob, so
+/// that the whole apply suite can run against the fallback.
+pub(super) const NO_OPENAT2_ENV: &str = "STRATA_APPLY_NO_OPENAT2";
 
 impl Root {
     /// Opens the root directory. The root path itself comes from the caller and is trusted.
@@ -75,11 +82,27 @@ impl Root {
             Mode::empty(),
         )
         .map_err(|e| Error::os("open", path, e))?;
+        let probe = rustix::fs::openat2(
+            &fd,
+            ".",
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT,
+        );
+        let emulate = match probe {
+            Ok(_) => std::env::var_os(NO_OPENAT2_ENV).is_some(),
+            Err(Errno::NOSYS | Errno::PERM | Errno::INVAL) => true,
+            Err(e) => return Err(Error::os("openat2", path, e)),
+        };
+        if emulate {
+            tracing::debug!(root = %path.display(), "resolving in userspace (no openat2)");
+        }
         Ok(Root {
             fd,
             path: path.to_path_buf(),
             last_parent: RefCell::new(None),
             removed: Cell::new(false),
+            emulate,
         })
     }
 
@@ -130,6 +153,10 @@ impl Root {
         oflags: OFlags,
         extra: ResolveFlags,
     ) -> std::result::Result<OwnedFd, Errno> {
+        if self.emulate {
+            let no_symlinks = extra.contains(ResolveFlags::NO_SYMLINKS);
+            return emulate::open_in_root(self.fd(), rel, oflags | OFlags::CLOEXEC, no_symlinks);
+        }
         let rel: &[u8] = if rel.is_empty() { b"." } else { rel };
         let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS | extra;
         let mut tries = 0;

@@ -5,12 +5,14 @@
 //! - `reader`: a bounded, streaming tar parser (PAX, GNU long names, limits, end of archive);
 //! - `names`: lexical cleaning of entry names (`../x` is rejected, `/x` lands under the root);
 //! - `inroot`: in-root resolution with `openat2(RESOLVE_IN_ROOT)` and removal;
+//! - `emulate`: the same resolution in userspace where `openat2` is missing;
 //! - `entries`: creating each kind of entry and setting its metadata, fd-based;
 //! - `whiteouts`: the three [`WhiteoutMode`]s;
 //! - `track`: what this archive made, for the "whiteouts only affect lower layers" rule.
 //!
 //! The rules it enforces are listed on [`apply_tar`].
 
+mod emulate;
 mod entries;
 mod inroot;
 mod names;
