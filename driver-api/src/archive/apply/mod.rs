@@ -3,6 +3,7 @@
 //!
 //! The work is split by job:
 //! - `reader`: a bounded, streaming tar parser (PAX, GNU long names, limits, end of archive);
+//! - `fields`: numeric header fields and PAX records;
 //! - `names`: lexical cleaning of entry names (`../x` is rejected, `/x` lands under the root);
 //! - `inroot`: in-root resolution with `openat2(RESOLVE_IN_ROOT)` and removal;
 //! - `emulate`: the same resolution in userspace where `openat2` is missing;
@@ -14,6 +15,7 @@
 
 mod emulate;
 mod entries;
+mod fields;
 mod inroot;
 mod names;
 mod reader;
