@@ -151,7 +151,7 @@ pub fn apply_tar(root: &Path, reader: &mut dyn Read, opts: &ApplyOptions) -> Res
         root: Root::open(root)?,
         opts,
         is_root: rustix::process::geteuid().is_root(),
-        track: Tracker::default(),
+        track: Tracker::new(opts.whiteouts != WhiteoutMode::Keep),
         dirs: Vec::new(),
         dir_index: HashMap::new(),
         stats: ApplyStats::default(),
