@@ -210,7 +210,7 @@ fn without_old_everything_is_added_and_exports_like_write_tar() {
         ]
     );
     let exported = export(r, &changes_dirs(r, None).unwrap());
-    assert_eq!(exported, tar_of(r, WhiteoutFormat::Aufs));
+    assert_eq!(exported, tar_of_dir(r, WhiteoutFormat::Aufs));
 }
 
 #[test]

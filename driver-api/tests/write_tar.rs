@@ -58,10 +58,10 @@ fn same_tree_gives_the_same_bytes_whatever_the_creation_order() {
     let two = tempfile::tempdir().unwrap();
     build(one.path(), false);
     build(two.path(), true);
-    let a = tar_of(one.path(), AUFS);
-    let b = tar_of(one.path(), AUFS);
+    let a = tar_of_dir(one.path(), AUFS);
+    let b = tar_of_dir(one.path(), AUFS);
     assert_eq!(a, b, "written twice");
-    let c = tar_of(two.path(), AUFS);
+    let c = tar_of_dir(two.path(), AUFS);
     assert_eq!(a, c, "built in another order");
 }
 
@@ -69,7 +69,7 @@ fn same_tree_gives_the_same_bytes_whatever_the_creation_order() {
 fn entries_are_sorted_directories_first_whiteouts_first() {
     let tmp = tempfile::tempdir().unwrap();
     build(tmp.path(), false);
-    let entries = read_tar(&tar_of(tmp.path(), AUFS));
+    let entries = read_tar(&tar_of_dir(tmp.path(), AUFS));
     assert_eq!(
         names(&entries),
         [
@@ -120,7 +120,7 @@ fn whiteouts_sort_before_their_siblings_and_the_opaque_marker_first() {
     }
     mkdir(&r.join(".wh..wh.plnk"));
     write(&r.join(".wh..wh.plnk/123.456"), b"hidden");
-    let entries = read_tar(&tar_of(r, AUFS));
+    let entries = read_tar(&tar_of_dir(r, AUFS));
     assert_eq!(
         names(&entries),
         [
@@ -142,7 +142,7 @@ fn aufs_whiteouts_keep_their_attributes_and_lose_content_and_xattrs() {
     write(&r.join(".wh.gone"), b"not empty");
     chmod(&r.join(".wh.gone"), 0o444);
     set_mtime(&r.join(".wh.gone"), 1234, 0);
-    let entries = read_tar(&tar_of(r, AUFS));
+    let entries = read_tar(&tar_of_dir(r, AUFS));
     assert_eq!(entries.len(), 1);
     let e = &entries[0];
     assert_eq!(e.path, ".wh.gone");
@@ -160,7 +160,7 @@ fn hardlinks_become_links_to_the_first_name() {
     std::fs::hard_link(r.join("d/b"), r.join("a")).unwrap();
     std::fs::hard_link(r.join("d/b"), r.join("d/c")).unwrap();
     write(&r.join("single"), b"one");
-    let entries = read_tar(&tar_of(r, AUFS));
+    let entries = read_tar(&tar_of_dir(r, AUFS));
     assert_eq!(names(&entries), ["a", "d/", "d/b", "d/c", "single"]);
     let a = find(&entries, "a");
     assert_eq!(
@@ -191,7 +191,7 @@ fn long_names_and_link_targets_use_pax() {
         r.join(&long_dir).join("h"),
     )
     .unwrap();
-    let bytes = tar_of(r, AUFS);
+    let bytes = tar_of_dir(r, AUFS);
     let entries = read_tar(&bytes);
     let file = format!("{long_dir}/{long_file}");
     assert_eq!(
@@ -232,7 +232,7 @@ fn mtime_is_whole_seconds_and_modes_keep_special_bits() {
     let fifo = r.join("fifo");
     mknod(&fifo, FileType::Fifo, 0o640, 0, 0);
     let sock = std::os::unix::net::UnixListener::bind(r.join("sock")).unwrap();
-    let entries = read_tar(&tar_of(r, AUFS));
+    let entries = read_tar(&tar_of_dir(r, AUFS));
     drop(sock);
     assert_eq!(
         names(&entries),
@@ -266,7 +266,7 @@ fn owners_devices_and_capabilities_as_root() {
     setxattr(&r.join("ping"), "security.capability", &capability(13));
     setxattr(&r.join("ping"), "trusted.overlay.origin", b"xx");
     setxattr(&r.join("ping"), "trusted.other", b"t");
-    let entries = read_tar(&tar_of(r, AUFS));
+    let entries = read_tar(&tar_of_dir(r, AUFS));
     let null = find(&entries, "null");
     assert_eq!(
         (null.kind, null.dev, null.mode),
@@ -305,7 +305,7 @@ fn user_xattrs_are_written() {
     }
     setxattr(&r.join("d"), "user.dir", b"1");
     setxattr(&r.join("d"), "user.overlay.opaque", b"y");
-    let entries = read_tar(&tar_of(r, AUFS));
+    let entries = read_tar(&tar_of_dir(r, AUFS));
     assert_eq!(
         find(&entries, "d/f").xattr("user.test"),
         Some(&b"v\0bin"[..])
@@ -343,7 +343,7 @@ fn overlay_whiteouts_and_opaque_dirs_become_aufs_entries() {
             b"n",
         );
         let format = WhiteoutFormat::Overlay { user_xattr };
-        let bytes = tar_of(r, format);
+        let bytes = tar_of_dir(r, format);
         let entries = read_tar(&bytes);
         assert_eq!(
             names(&entries),
@@ -380,7 +380,7 @@ fn overlay_whiteouts_and_opaque_dirs_become_aufs_entries() {
                 assert!(!x.contains("overlay"), "{} carries {x}", e.path);
             }
         }
-        assert_eq!(bytes, tar_of(r, format), "deterministic");
+        assert_eq!(bytes, tar_of_dir(r, format), "deterministic");
     }
 }
 
@@ -394,7 +394,7 @@ fn overlay_whiteouts_sharing_one_inode_are_not_hardlinks() {
     let r = tmp.path();
     mknod(&r.join("a"), FileType::CharacterDevice, 0, 0, 0);
     std::fs::hard_link(r.join("a"), r.join("b")).unwrap();
-    let entries = read_tar(&tar_of(r, OVERLAY));
+    let entries = read_tar(&tar_of_dir(r, OVERLAY));
     assert_eq!(names(&entries), [".wh.a", ".wh.b"]);
     assert!(entries.iter().all(|e| e.kind == EntryType::Regular));
 }
@@ -404,7 +404,7 @@ fn a_symlink_to_a_host_file_is_written_as_a_symlink() {
     let tmp = tempfile::tempdir().unwrap();
     ln_s("/etc/shadow", &tmp.path().join("x"));
     ln_s("/etc", &tmp.path().join("e"));
-    let entries = read_tar(&tar_of(tmp.path(), AUFS));
+    let entries = read_tar(&tar_of_dir(tmp.path(), AUFS));
     assert_eq!(names(&entries), ["e", "x"]);
     assert!(
         entries
@@ -448,7 +448,7 @@ fn gnu_tar_extracts_the_same_tree() {
         chown(&r.join("a/B"), 123, 456);
     }
     freeze(r, 1_650_000_000);
-    let bytes = tar_of(r, AUFS);
+    let bytes = tar_of_dir(r, AUFS);
 
     let dst = tempfile::tempdir().unwrap();
     let mut args = vec!["--xattrs", "--xattrs-include=*", "-xpf", "-"];
