@@ -360,9 +360,9 @@ fn trees_deeper_than_the_open_directory_budget() {
     let entries = read_tar(&tar_of_dir(n, WhiteoutFormat::Aufs));
     assert_eq!(entries.len(), depth * 2);
     let mut want = String::new();
-    for level in 0..depth {
+    for e in &entries[..depth] {
         want.push_str("d/");
-        assert_eq!(entries[level].path, want);
+        assert_eq!(e.path, want);
     }
     // Files come after the deepest directory, deepest first.
     assert_eq!(entries[depth].data, (depth - 1).to_string().as_bytes());
