@@ -16,11 +16,16 @@
 //! Whiteouts, in either on-disk form, become empty regular entries that keep the
 //! permission bits, owner and mtime of what stood for them on disk (a `.wh.` file, or an
 //! overlay 0/0 character device). So an OCI tar applied to a dir-driver diff directory (which
-//! stores `.wh.` files with the entry's attributes) or to an overlay upper directory (which
-//! stores 0/0 devices, given the same attributes) comes back byte for byte. An overlay opaque
-//! directory has no file of its own for the marker: its `.wh..wh..opq` entry takes the
-//! directory's permission bits (without setuid/setgid/sticky), its owner, and mtime 0 — what
-//! Docker's overlay2 writes — and round trips exactly when the marker in the tar had those.
+//! stores `.wh.` files with the entry's attributes) comes back byte for byte, and so does one
+//! applied to an overlay upper directory, as far as the apply side gives each 0/0 device the
+//! entry's permission bits, owner and mtime. An overlay opaque directory has no file of its
+//! own for the marker: its `.wh..wh..opq` entry takes the directory's permission bits (without
+//! setuid/setgid/sticky), its owner, and mtime 0 — what Docker's overlay2 writes — and round
+//! trips exactly when the marker in the tar had those.
+//!
+//! A directory of the tree is open while the walk is below it, within
+//! [`MAX_OPEN`](crate::fsutil::MAX_OPEN) descriptors however deep the tree (see
+//! [`DirStack`]).
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write;

@@ -5,8 +5,17 @@
 //! directory swapped for a symlink to `/etc`, a file swapped for a FIFO) cannot make a reader
 //! describe or read anything outside it. Errors name the call and the full path.
 //!
+//! - [`Dir`]: an open directory: its sorted entries, `lstat`/`readlink`/xattrs of a child,
+//!   opening a child directory or file (never through a symlink);
+//! - [`DirStack`]: the directories of a depth-first walk, at most [`MAX_OPEN`] of them open
+//!   however deep it goes; [`DirCursor`]: the parent directories of a sorted list of paths;
+//! - [`Stat`]: `lstat` in plain integers.
+//!
 //! The archive writer and the naive diff walk trees with these helpers; drivers can too.
-//! This module only reads: it never creates, changes or removes anything.
+//! Xattrs of a child that cannot be opened (a symlink, a device) are read through
+//! `/proc/self/fd/<dir>/<name>`, so nothing above the open directory is looked up again; where
+//! `/proc` is not mounted, through the full path. This module only reads: it never creates,
+//! changes or removes anything.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
