@@ -52,3 +52,8 @@ pub use registry::{DriverFactory, DriverInfo, DriverSource, Registry};
 pub use store::{LayerKind, LayerRecord};
 pub use strata_driver_api::{Driver, Error, ErrorKind, LayerId, Result};
 pub use timefmt::{ago, format_rfc3339, parse_rfc3339};
+
+#[cfg(test)]
+mod engine_tests;
+#[cfg(test)]
+mod testing;
