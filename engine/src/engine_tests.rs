@@ -502,3 +502,26 @@ async fn auto_selection_at_open() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotSupported);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_export_stream_keeps_its_layer() {
+    let f = Fixture::new();
+    let a = f.open().await;
+    let b = f.open().await;
+    a.import(
+        std::io::Cursor::new(b"bytes".to_vec()),
+        import_req("l", None),
+    )
+    .await
+    .unwrap();
+    let stream = a.export(&id("l"), None).await.unwrap();
+    let removing = tokio::spawn(async move { b.remove(&id("l"), false).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !removing.is_finished(),
+        "a layer was removed while exported"
+    );
+    drop(stream);
+    removing.await.unwrap().unwrap();
+    assert!(a.list().await.unwrap().is_empty());
+}
