@@ -63,7 +63,6 @@ async fn changes_follow_the_union_rules() {
         [
             "C /both",
             "C /dirfile",
-            "D /dirfile/c",
             "C /etc",
             "C /etc/passwd",
             "C /etc2",
