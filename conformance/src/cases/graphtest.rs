@@ -158,15 +158,20 @@ pub async fn diff_apply(d: &dyn Driver, count: usize) -> Result<(), Failure> {
         diff_size,
         "apply_diff's size against diff_size(upper, none)"
     );
-    let after = d
-        .diff_size(&diff, Some(&base))
-        .await
-        .ctx("diff_size(diff, base)")?;
-    ensure_eq!(
-        after,
-        applied,
-        "diff_size(diff, base) after apply against apply_diff's size"
-    );
+    // The trait says apply's size equals diff_size afterwards. A naive diff_size cannot keep
+    // that here: the rewrites have the same size and, within one second, the same whole-second
+    // mtime the tar carries (Docker's rule), so only a native diff is held to it.
+    if d.capabilities().native_diff {
+        let after = d
+            .diff_size(&diff, Some(&base))
+            .await
+            .ctx("diff_size(diff, base)")?;
+        ensure_eq!(
+            after,
+            applied,
+            "diff_size(diff, base) after apply against apply_diff's size"
+        );
+    }
 
     fixtures::check_many_files(d, &diff, count, 6).await?;
     ensure_eq!(

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use strata_driver_api::archive::{ApplyOptions, ApplyStats, WhiteoutMode, apply_tar};
 use std::io::Read;
 use std::os::unix::fs::symlink;
+use strata_driver_api::archive::{ApplyOptions, ApplyStats, WhiteoutMode, apply_tar};
 
 use rustix::fs::{AtFlags, CWD, FileType, Mode, Timestamps, XattrFlags};
 use rustix::fs::{Gid, Uid};
