@@ -58,27 +58,9 @@ pub struct DriversConfig {
     pub block: BlockConfig,
 }
 
-/// `[drivers.dir]`: the directory driver.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DirConfig {
-    /// How merged views are made.
-    #[serde(default)]
-    pub mount: DirMountMode,
-}
-
-/// `[drivers.dir] mount`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DirMountMode {
-    /// A FUSE union filesystem.
-    Fuse,
-    /// A materialised copy, folded back on the last unmount.
-    Copy,
-    /// FUSE where `/dev/fuse` works, else copy.
-    #[default]
-    Auto,
-}
+/// `[drivers.dir]`: the directory driver's own config type, so its keys are checked by the
+/// driver's definition and nowhere else.
+pub use strata_driver_dir::{Config as DirConfig, MountMode as DirMountMode};
 
 /// `[drivers.overlay]`: kernel overlayfs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
