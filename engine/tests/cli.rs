@@ -530,3 +530,54 @@ fn config_and_usage_errors() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn concurrent_writers_from_two_processes() {
+    let Some(s) = Strata::new("copy") else { return };
+    let mut children = Vec::new();
+    for i in 0..4 {
+        let tar = s.path(&format!("t{i}.tar"));
+        let name = format!("f{i}");
+        make_tar(&tar, &[Entry::File(&name, "x")], false);
+        let id = format!("layer{i}");
+        children.push(
+            s.cmd(&["import", "--id", &id, tar.to_str().unwrap()])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let layers = s.ls();
+    assert_eq!(layers.len(), 4);
+    assert!(layers.iter().all(|l| l["incomplete"] == false));
+}
+
+#[test]
+fn strata_driver_env_and_flag_override_the_config() {
+    let Some(s) = Strata::new("copy") else { return };
+    let out = s
+        .cmd(&["ls"])
+        .env("STRATA_DRIVER", "nosuch")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let out = s
+        .cmd(&["--driver", "dir", "ls"])
+        .env("STRATA_DRIVER", "nosuch")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
