@@ -25,7 +25,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The engine never prints: errors carry a [`ErrorKind`](strata_driver_api::ErrorKind), and
+//! The engine never prints: errors carry an [`ErrorKind`], and
 //! recovery problems it can live with go to `tracing`.
 
 #![deny(missing_docs)]
