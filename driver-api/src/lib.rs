@@ -15,12 +15,14 @@
 //! - [`archive`]: the shared OCI layer tar code: reading (plain, gzip, zstd), applying inside a
 //!   layer root with in-root path resolution, writing deterministic tars, and whiteout formats.
 //! - [`naive`]: comparing two trees into [`Change`]s, exporting changes as a tar, measuring them.
+//! - [`fsutil`]: reading trees through directory file descriptors, never following a symlink.
 //! - [`stream`]: the bridge between the async [`TarStream`] at the trait and the one blocking
 //!   task per operation that does the file work.
 
 pub mod archive;
 mod driver;
 mod error;
+pub mod fsutil;
 mod id;
 pub mod naive;
 pub mod stream;

@@ -16,7 +16,9 @@ pub mod compression;
 pub mod whiteout;
 
 mod apply;
-mod write;
+pub(crate) mod entry;
+pub(crate) mod header;
+pub(crate) mod write;
 
 pub use apply::{ApplyOptions, ApplyStats, WhiteoutMode, apply_tar};
 pub use compression::{Compression, decompress};

@@ -1,1 +1,119 @@
-//! The aufs-like directory driver (in progress).
+//! The aufs-like directory driver.
+//!
+//! Each layer is a directory holding only that layer's changes, in the AUFS/OCI whiteout form
+//! (`.wh.<name>` hides a lower `<name>`, `.wh..wh..opq` hides a lower directory's children).
+//! Since that is also the OCI layer tar format, `diff` is a plain tar of the layer's directory
+//! and `apply_diff` untars straight into it: both O(size of the layer), never O(size of the
+//! image). It needs no root, no kernel module and no special file system.
+//!
+//! The layout under the driver's home (`<root>/dir`) is described in the `layout` module's
+//! docs: `layers/<id>` (the ancestry), `diff/<id>/` (the changes), `mnt/<id>/` (the view).
+//!
+//! # Mount modes
+//!
+//! The merged view of a layer (its diff over its ancestors', top first) can be set up two ways
+//! ([`MountMode`]); this version implements `copy`:
+//!
+//! - **copy**: the first `get` materialises the view into `mnt/<id>` (file contents reflinked
+//!   where the file system can, else copied) and records a manifest of what it holds; the last
+//!   `put` compares the view with the manifest and folds the differences back into `diff/<id>`
+//!   (copy-ups, whiteouts, opaque directories), crash-safely, then empties `mnt/<id>`. A `get`
+//!   with `read_only` never folds. The first `get` costs O(size of the image); the last `put` a
+//!   walk of the view plus O(size of the changes). Nothing stops a write through a read-only
+//!   view, so [`Capabilities::read_only_images`] is false.
+//! - **fuse**: a union file system in userspace (a later version); choosing it is a
+//!   `NotSupported` error for now, and `auto` means `copy`.
+//!
+//! # Crash safety
+//!
+//! Every file is written atomically and every tree built under a dot-name and renamed into
+//! place; [`DirDriver::new`] sweeps what a crash left (see the `layout` module). A fold never touches
+//! the previous diff until one `RENAME_EXCHANGE` swaps the new one in (see the `fold` module).
+//! `new` must therefore not run while another process works in the same home: the engine's
+//! lock sees to that.
+
+#![deny(missing_docs)]
+
+mod changes;
+mod config;
+mod driver;
+mod fold;
+mod layout;
+mod manifest;
+mod mounts;
+mod sys;
+mod union;
+mod view;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use config::{Config, MountMode};
+use strata_driver_api::{Capabilities, Error, ErrorKind, Result};
+
+/// The driver's name, in configs and as its home directory's name.
+pub const NAME: &str = "dir";
+
+/// Whether the driver can work on this host. The dir driver needs nothing special: always Ok.
+pub fn probe() -> Result<()> {
+    Ok(())
+}
+
+/// The dir driver. Cheap to share: the engine holds it as `Arc<dyn Driver>`.
+#[derive(Debug)]
+pub struct DirDriver {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    layout: layout::Layout,
+    mounts: mounts::Mounts,
+    mode: MountMode,
+}
+
+impl DirDriver {
+    /// Opens the driver in `home` (`<root>/dir`), creating it (0700) and its subdirectories if
+    /// needed, and clearing what a crashed operation left behind.
+    ///
+    /// `MountMode::Fuse` is `NotSupported` in this version; `Auto` resolves to `Copy`.
+    pub fn new(home: PathBuf, config: Config) -> Result<DirDriver> {
+        let mode = match config.mount {
+            MountMode::Fuse => {
+                return Err(Error::new(
+                    ErrorKind::NotSupported,
+                    "dir driver: mount mode \"fuse\" is not available yet; use \"copy\" or \"auto\"",
+                ));
+            }
+            MountMode::Copy | MountMode::Auto => MountMode::Copy,
+        };
+        let layout = layout::Layout::open(home)?;
+        layout.sweep()?;
+        Ok(DirDriver {
+            inner: Arc::new(Inner {
+                layout,
+                mounts: mounts::Mounts::default(),
+                mode,
+            }),
+        })
+    }
+
+    /// The mount mode in use (`Auto` resolved).
+    pub fn mount_mode(&self) -> MountMode {
+        self.inner.mode
+    }
+
+    /// The driver's capabilities in its mount mode.
+    pub fn caps(&self) -> Capabilities {
+        Capabilities {
+            native_diff: true,
+            needs_root: false,
+            rootless: true,
+            max_depth: None,
+            quota: false,
+            mount_spec: false,
+            rename_dir: true,
+            read_only_images: false,
+        }
+    }
+}

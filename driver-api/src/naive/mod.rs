@@ -4,6 +4,8 @@
 //! differ, or, for a non-directory, its size or mtime (seconds, with whole-second leniency when
 //! one side has no nanoseconds) or its `security.capability` xattr; a directory whose children
 //! changed is Modify too. A path only in the new tree is Add, only in the old one Delete.
+//! [`changes_dirs`] compares (its documentation has every rule),
+//! [`export_changes`] writes the changes as a tar, [`changes_size`] measures them.
 //!
 //! The driver-level functions ([`diff`], [`apply_diff`], [`changes`], [`diff_size`]) are what
 //! the [`Driver`] trait's default methods call: they mount the layers with `get`, do the work on
@@ -12,29 +14,15 @@
 use std::io::Write;
 use std::path::Path;
 
+mod changes;
+mod export;
+
+pub use changes::changes_dirs;
+pub use export::{changes_size, export_changes};
+
 use crate::archive::{self, ApplyOptions, WhiteoutMode};
 use crate::stream::{self, TarStream};
 use crate::{Change, Driver, LayerId, MountOpts, Result};
-
-/// The changes that turn the tree `old` (none: empty) into the tree `new`, sorted by path.
-pub fn changes_dirs(new: &Path, old: Option<&Path>) -> Result<Vec<Change>> {
-    let _ = (new, old);
-    todo!("naive::changes_dirs")
-}
-
-/// Writes `changes` of the tree `root` as an OCI layer tar: each Delete as a `.wh.` entry,
-/// every other change as the entry from `root`, in sorted order, deterministic as
-/// [`archive::write_tar`]. Returns the number of bytes written.
-pub fn export_changes(root: &Path, changes: &[Change], out: &mut dyn Write) -> Result<u64> {
-    let _ = (root, changes, out);
-    todo!("naive::export_changes")
-}
-
-/// The bytes of added and modified regular files among `changes` in `root`, each inode once.
-pub fn changes_size(root: &Path, changes: &[Change]) -> Result<u64> {
-    let _ = (root, changes);
-    todo!("naive::changes_size")
-}
 
 /// Mounts `id` (and `parent`), runs `f` on a blocking thread with their paths, and puts them
 /// again whether `f` succeeded or not.

@@ -1,0 +1,382 @@
+//! The OCI whiteout rules (image-spec `layer.md`), through `apply_diff`: each case applies
+//! tars onto a stack and compares the merged view with a flat directory built by hand.
+
+use strata_driver_api::{CreateOpts, Driver, LayerId};
+use tokio::io::AsyncReadExt;
+
+use crate::check::{Context, Failure, id};
+use crate::ensure_eq;
+use crate::harness::Harness;
+use crate::ops::{Flat, Op, file};
+use crate::tarfile::{Entry, make_tar, stream};
+use crate::tree::Compare;
+
+/// Creates image layer `id` on `parent` and applies `entries` to it; returns the size.
+pub async fn apply_layer(
+    d: &dyn Driver,
+    id: &LayerId,
+    parent: Option<&LayerId>,
+    entries: &[Entry],
+) -> Result<u64, Failure> {
+    d.create(id, parent, &CreateOpts::default())
+        .await
+        .ctx(format!("create {id}"))?;
+    d.apply_diff(id, parent, stream(make_tar(entries)))
+        .await
+        .ctx(format!("apply_diff {id}"))
+}
+
+/// `diff(id, parent)` read into memory.
+pub async fn diff_bytes(
+    d: &dyn Driver,
+    id: &LayerId,
+    parent: Option<&LayerId>,
+) -> Result<Vec<u8>, Failure> {
+    let mut tar = Vec::new();
+    d.diff(id, parent)
+        .await
+        .ctx(format!("diff {id}"))?
+        .read_to_end(&mut tar)
+        .await
+        .ctx(format!("reading diff {id}"))?;
+    Ok(tar)
+}
+
+/// Requires `diff(id, parent)` applied to a fresh child of `parent` to give the same view as
+/// `flat`: the rule survives a diff round trip.
+async fn ensure_round_trip(
+    d: &dyn Driver,
+    id: &LayerId,
+    parent: &LayerId,
+    flat: &Flat,
+) -> Result<(), Failure> {
+    let tar = diff_bytes(d, id, Some(parent)).await?;
+    let copy = LayerId::new(format!("{id}-copy")).ctx("id")?;
+    d.create(&copy, Some(parent), &CreateOpts::default())
+        .await
+        .ctx("create copy")?;
+    d.apply_diff(&copy, Some(parent), stream(tar))
+        .await
+        .ctx("apply_diff of the diff")?;
+    flat.ensure_view(d, &copy, Compare::FLAT)
+        .await
+        .ctx("after a diff round trip")
+}
+
+/// The opaque marker hides every lower child of its directory, but not the children the same
+/// layer brings, whether they come before or after it in the tar.
+pub async fn opaque_keeps_same_layer(h: &Harness) -> Result<(), Failure> {
+    let d = h.driver();
+    let lower = id("lower");
+    apply_layer(
+        &*d,
+        &lower,
+        None,
+        &[
+            Entry::dir("a"),
+            Entry::file("a/lower1", "l1"),
+            Entry::dir("a/sub"),
+            Entry::file("a/sub/lower2", "l2"),
+            Entry::file("b", "b"),
+        ],
+    )
+    .await?;
+    let after = id("opaque-after");
+    apply_layer(
+        &*d,
+        &after,
+        Some(&lower),
+        &[
+            Entry::dir("a"),
+            Entry::file("a/new", "n"),
+            Entry::opaque("a"),
+            Entry::dir("a/sub2"),
+            Entry::file("a/sub2/x", "x"),
+        ],
+    )
+    .await?;
+    let flat = Flat::new(h.scratch(), "after")?;
+    flat.apply(&[
+        Op::Dir("a", 0o755),
+        file("a/new", "n", 0o644),
+        Op::Dir("a/sub2", 0o755),
+        file("a/sub2/x", "x", 0o644),
+        file("b", "b", 0o644),
+    ])
+    .await?;
+    flat.ensure_view(&*d, &after, Compare::FLAT)
+        .await
+        .ctx("marker after a child")?;
+    ensure_round_trip(&*d, &after, &lower, &flat).await?;
+
+    let before = id("opaque-before");
+    apply_layer(
+        &*d,
+        &before,
+        Some(&lower),
+        &[
+            Entry::dir("a"),
+            Entry::opaque("a"),
+            Entry::file("a/new", "n"),
+        ],
+    )
+    .await?;
+    let flat = Flat::new(h.scratch(), "before")?;
+    flat.apply(&[
+        Op::Dir("a", 0o755),
+        file("a/new", "n", 0o644),
+        file("b", "b", 0o644),
+    ])
+    .await?;
+    flat.ensure_view(&*d, &before, Compare::FLAT)
+        .await
+        .ctx("marker before a child")?;
+    ensure_round_trip(&*d, &before, &lower, &flat).await
+}
+
+/// A whiteout for a path that does not exist is a no-op.
+pub async fn whiteout_missing_noop(h: &Harness) -> Result<(), Failure> {
+    let d = h.driver();
+    let (lower, upper) = (id("lower"), id("upper"));
+    apply_layer(
+        &*d,
+        &lower,
+        None,
+        &[Entry::dir("d"), Entry::file("d/f", "f")],
+    )
+    .await?;
+    apply_layer(
+        &*d,
+        &upper,
+        Some(&lower),
+        &[
+            Entry::whiteout("nothere"),
+            Entry::dir("d"),
+            Entry::whiteout("d/nothere"),
+            Entry::file("d/g", "g"),
+        ],
+    )
+    .await?;
+    let flat = Flat::new(h.scratch(), "flat")?;
+    flat.apply(&[
+        Op::Dir("d", 0o755),
+        file("d/f", "f", 0o644),
+        file("d/g", "g", 0o644),
+    ])
+    .await?;
+    flat.ensure_view(&*d, &upper, Compare::FLAT).await
+}
+
+/// A file and its whiteout in the same layer, in either order: the whiteout only hides lower
+/// layers, so the layer's own file stays.
+pub async fn file_and_whiteout_same_layer(h: &Harness) -> Result<(), Failure> {
+    let d = h.driver();
+    let (lower, upper) = (id("lower"), id("upper"));
+    apply_layer(
+        &*d,
+        &lower,
+        None,
+        &[Entry::file("f", "lower-f"), Entry::file("g", "lower-g")],
+    )
+    .await?;
+    apply_layer(
+        &*d,
+        &upper,
+        Some(&lower),
+        &[
+            Entry::file("f", "upper-f"),
+            Entry::whiteout("f"),
+            Entry::whiteout("g"),
+            Entry::file("g", "upper-g"),
+            Entry::file("h", "upper-h"),
+            Entry::whiteout("h"),
+        ],
+    )
+    .await?;
+    let flat = Flat::new(h.scratch(), "flat")?;
+    flat.apply(&[
+        file("f", "upper-f", 0o644),
+        file("g", "upper-g", 0o644),
+        file("h", "upper-h", 0o644),
+    ])
+    .await?;
+    flat.ensure_view(&*d, &upper, Compare::FLAT).await
+}
+
+/// Applying over existing paths: dir over dir replaces the directory's attributes and keeps
+/// its children; anything else replaces the path (file over dir, dir over file, symlink over
+/// file, file over symlink, dir over a symlink to a directory).
+pub async fn replace_rules(h: &Harness) -> Result<(), Failure> {
+    let d = h.driver();
+    let root = h.privileges().root;
+    let (lower, upper) = (id("lower"), id("upper"));
+    apply_layer(
+        &*d,
+        &lower,
+        None,
+        &[
+            Entry::dir("d"),
+            Entry::file("d/keep", "keep"),
+            Entry::file("f", "f"),
+            Entry::dir("x"),
+            Entry::file("x/child", "c"),
+            Entry::symlink("s", "f"),
+            Entry::file("y", "y"),
+            Entry::dir("real"),
+            Entry::file("real/inside", "i"),
+            Entry::symlink("sd", "real"),
+        ],
+    )
+    .await?;
+    let owner = if root { (1, 2) } else { (0, 0) };
+    apply_layer(
+        &*d,
+        &upper,
+        Some(&lower),
+        &[
+            Entry::dir("d").mode(0o700).owner(owner.0, owner.1),
+            Entry::file("d/new", "new"),
+            Entry::file("x", "now a file"),
+            Entry::dir("f"),
+            Entry::file("f/inside", "in"),
+            Entry::symlink("y", "x"),
+            Entry::file("s", "now a file"),
+            Entry::dir("sd").mode(0o750),
+            Entry::file("sd/own", "own"),
+        ],
+    )
+    .await?;
+    let flat = Flat::new(h.scratch(), "flat")?;
+    let mut ops = vec![
+        Op::Dir("d", 0o700),
+        file("d/keep", "keep", 0o644),
+        file("d/new", "new", 0o644),
+        file("x", "now a file", 0o644),
+        Op::Dir("f", 0o755),
+        file("f/inside", "in", 0o644),
+        Op::Symlink("x", "y"),
+        file("s", "now a file", 0o644),
+        Op::Dir("real", 0o755),
+        file("real/inside", "i", 0o644),
+        Op::Dir("sd", 0o750),
+        file("sd/own", "own", 0o644),
+    ];
+    if root {
+        ops.push(Op::Chown("d", 1, 2));
+    }
+    flat.apply(&ops).await?;
+    flat.ensure_view(&*d, &upper, Compare::FLAT).await?;
+    ensure_round_trip(&*d, &upper, &lower, &flat).await
+}
+
+/// Hardlinks to earlier entries of the same tar share one inode; the size counts them once.
+pub async fn hardlinks_in_tar(h: &Harness) -> Result<(), Failure> {
+    let d = h.driver();
+    let l = id("links");
+    let size = apply_layer(
+        &*d,
+        &l,
+        None,
+        &[
+            Entry::file("a", "content"),
+            Entry::hardlink("b", "a"),
+            Entry::dir("sub"),
+            Entry::hardlink("sub/c", "a"),
+        ],
+    )
+    .await?;
+    ensure_eq!(size, 7, "apply_diff's size with a file and two links to it");
+    let flat = Flat::new(h.scratch(), "flat")?;
+    flat.apply(&[
+        file("a", "content", 0o644),
+        Op::Link("a", "b"),
+        Op::Dir("sub", 0o755),
+        Op::Link("a", "sub/c"),
+    ])
+    .await?;
+    flat.ensure_view(&*d, &l, Compare::FLAT).await?;
+    ensure_eq!(
+        d.diff_size(&l, None).await.ctx("diff_size")?,
+        7,
+        "diff_size with links"
+    );
+    Ok(())
+}
+
+/// A whiteout of a directory hides its whole subtree, in the child and in an empty
+/// grandchild; a later layer can make the name again, without the old children.
+pub async fn whiteout_dir_subtree(h: &Harness) -> Result<(), Failure> {
+    let d = h.driver();
+    let (l1, l2, l3, l4) = (id("l1"), id("l2"), id("l3"), id("l4"));
+    apply_layer(
+        &*d,
+        &l1,
+        None,
+        &[
+            Entry::dir("d"),
+            Entry::dir("d/e"),
+            Entry::file("d/e/f", "f"),
+            Entry::file("other", "o"),
+        ],
+    )
+    .await?;
+    apply_layer(&*d, &l2, Some(&l1), &[Entry::whiteout("d")]).await?;
+    apply_layer(&*d, &l3, Some(&l2), &[]).await?;
+    let flat = Flat::new(h.scratch(), "flat")?;
+    flat.apply(&[file("other", "o", 0o644)]).await?;
+    flat.ensure_view(&*d, &l2, Compare::FLAT)
+        .await
+        .ctx("the child")?;
+    flat.ensure_view(&*d, &l3, Compare::FLAT)
+        .await
+        .ctx("the empty grandchild")?;
+    apply_layer(
+        &*d,
+        &l4,
+        Some(&l3),
+        &[Entry::dir("d"), Entry::file("d/new", "n")],
+    )
+    .await?;
+    flat.apply(&[Op::Dir("d", 0o755), file("d/new", "n", 0o644)])
+        .await?;
+    flat.ensure_view(&*d, &l4, Compare::FLAT)
+        .await
+        .ctx("re-created")?;
+    ensure_round_trip(&*d, &l2, &l1, &{
+        let f = Flat::new(h.scratch(), "flat-l2")?;
+        f.apply(&[file("other", "o", 0o644)]).await?;
+        f
+    })
+    .await
+}
+
+/// Names that only look special are ordinary (`..data`, `...`, `.whfoo`, `a..b`), and AUFS's
+/// own `.wh..wh.*` names never show in a view.
+pub async fn special_looking_names(h: &Harness) -> Result<(), Failure> {
+    let d = h.driver();
+    let l = id("names");
+    apply_layer(
+        &*d,
+        &l,
+        None,
+        &[
+            Entry::file("..data", "1"),
+            Entry::file("...", "2"),
+            Entry::file(".whfoo", "3"),
+            Entry::file("a..b", "4"),
+            Entry::dir(".wh..wh.plnk"),
+            Entry::file(".wh..wh.plnk/123.456", "hidden"),
+            Entry::file(".wh..wh.aufs", ""),
+        ],
+    )
+    .await?;
+    let flat = Flat::new(h.scratch(), "flat")?;
+    flat.apply(&[
+        file("..data", "1", 0o644),
+        file("...", "2", 0o644),
+        file(".whfoo", "3", 0o644),
+        file("a..b", "4", 0o644),
+    ])
+    .await?;
+    flat.ensure_view(&*d, &l, Compare::FLAT).await
+}

@@ -1,0 +1,679 @@
+//! The runner: a fresh driver per case, skips decided from capabilities, panics and hangs caught,
+//! and the home cleaned up whatever the case did.
+//!
+//! It must not decide anything from a driver's name, and it never touches a mount outside the
+//! temporary directory it made for the case.
+
+use std::fmt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use strata_driver_api::{Capabilities, Driver, ErrorKind};
+
+use crate::check::Failure;
+
+/// A boxed, `Send` future borrowing from `'a`, as case functions return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Makes a driver whose home is the given (empty, existing) directory.
+///
+/// Called once per case, and again when a case simulates a restart of the process
+/// ([`Harness::restart`]). An [`ErrorKind::NotSupported`] error skips the case ("driver not
+/// supported on this host"), as graphtest does; any other error fails it.
+pub type Factory =
+    Arc<dyn Fn(&Path) -> strata_driver_api::Result<Arc<dyn Driver>> + Send + Sync + 'static>;
+
+/// Wraps a closure as a [`Factory`].
+pub fn factory<F>(f: F) -> Factory
+where
+    F: Fn(&Path) -> strata_driver_api::Result<Arc<dyn Driver>> + Send + Sync + 'static,
+{
+    Arc::new(f)
+}
+
+/// What the process may do. Detected once per case; a case that needs more is skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Privileges {
+    /// The effective uid is 0.
+    pub root: bool,
+    /// The process is in the initial user namespace (its uid map is the identity over all ids),
+    /// so root may create device nodes and set `trusted.*` xattrs.
+    pub init_userns: bool,
+}
+
+impl Privileges {
+    /// The privileges of this process.
+    pub fn detect() -> Privileges {
+        let root = rustix::process::geteuid().is_root();
+        let init_userns = std::fs::read_to_string("/proc/self/uid_map")
+            .map(|m| {
+                let fields: Vec<&str> = m.split_whitespace().collect();
+                fields == ["0", "0", "4294967295"]
+            })
+            .unwrap_or(false);
+        Privileges { root, init_userns }
+    }
+
+    /// Root in the initial user namespace: device nodes, `trusted.*` and `security.*` xattrs.
+    pub fn full_root(&self) -> bool {
+        self.root && self.init_userns
+    }
+}
+
+/// What a case needs from the driver and the process. Unmet needs skip the case, with a reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// The process must be root (to set owners, for example).
+    pub root: bool,
+    /// The process must be root in the initial user namespace (device nodes, `trusted.*`).
+    pub full_root: bool,
+    /// [`Capabilities::native_diff`].
+    pub native_diff: bool,
+    /// The driver must mount chains of at least this many layers (`max_depth` `None` or `>=`).
+    pub min_depth: u32,
+    /// [`Capabilities::quota`].
+    pub quota: bool,
+    /// The driver must *not* have quota (the case checks the `NotSupported` answer).
+    pub no_quota: bool,
+    /// [`Capabilities::read_only_images`].
+    pub read_only_images: bool,
+    /// [`Capabilities::rename_dir`].
+    pub rename_dir: bool,
+}
+
+impl Needs {
+    /// Needs nothing.
+    pub const NOTHING: Needs = Needs {
+        root: false,
+        full_root: false,
+        native_diff: false,
+        min_depth: 0,
+        quota: false,
+        no_quota: false,
+        read_only_images: false,
+        rename_dir: false,
+    };
+
+    /// Also needs root.
+    pub const fn root(mut self) -> Needs {
+        self.root = true;
+        self
+    }
+
+    /// Also needs root in the initial user namespace.
+    pub const fn full_root(mut self) -> Needs {
+        self.root = true;
+        self.full_root = true;
+        self
+    }
+
+    /// Also needs a native diff.
+    pub const fn native_diff(mut self) -> Needs {
+        self.native_diff = true;
+        self
+    }
+
+    /// Also needs chains of `depth` layers.
+    pub const fn depth(mut self, depth: u32) -> Needs {
+        self.min_depth = depth;
+        self
+    }
+
+    /// Also needs quota.
+    pub const fn quota(mut self) -> Needs {
+        self.quota = true;
+        self
+    }
+
+    /// Needs a driver without quota.
+    pub const fn no_quota(mut self) -> Needs {
+        self.no_quota = true;
+        self
+    }
+
+    /// Also needs read-only image mounts.
+    pub const fn read_only_images(mut self) -> Needs {
+        self.read_only_images = true;
+        self
+    }
+
+    /// Also needs renaming of lower directories.
+    pub const fn rename_dir(mut self) -> Needs {
+        self.rename_dir = true;
+        self
+    }
+
+    /// Why these needs are not met by a driver with `caps` in a process with `privs`, if they
+    /// are not. Pure: decided from capabilities and privileges, never from a driver's name.
+    pub fn unmet(&self, caps: &Capabilities, privs: &Privileges) -> Option<String> {
+        if caps.needs_root && !privs.root {
+            return Some("the driver needs root".into());
+        }
+        if self.full_root && !privs.full_root() {
+            return Some("needs root in the initial user namespace".into());
+        }
+        if self.root && !privs.root {
+            return Some("needs root".into());
+        }
+        if self.native_diff && !caps.native_diff {
+            return Some("needs native diff".into());
+        }
+        if let Some(max) = caps.max_depth {
+            if max < self.min_depth {
+                return Some(format!("driver max depth {max} < {}", self.min_depth));
+            }
+        }
+        if self.quota && !caps.quota {
+            return Some("needs quota support".into());
+        }
+        if self.no_quota && caps.quota {
+            return Some("the driver has quota (see set_quota)".into());
+        }
+        if self.read_only_images && !caps.read_only_images {
+            return Some("needs read-only image mounts".into());
+        }
+        if self.rename_dir && !caps.rename_dir {
+            return Some("needs renaming of lower directories".into());
+        }
+        None
+    }
+}
+
+/// A case's function: runs against the harness's driver and returns `Ok` when it passed.
+pub type CaseFn = for<'a> fn(&'a Harness) -> BoxFuture<'a, Result<(), Failure>>;
+
+/// One conformance case, written once against `&dyn Driver`.
+#[derive(Clone, Copy)]
+pub struct Case {
+    /// The case's name, a valid Rust identifier (it is also the test's name).
+    pub name: &'static str,
+    /// What it needs; unmet needs skip it.
+    pub needs: Needs,
+    /// The case itself.
+    pub run: CaseFn,
+}
+
+impl fmt::Debug for Case {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Case")
+            .field("name", &self.name)
+            .field("needs", &self.needs)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How one case ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It passed.
+    Passed,
+    /// It failed, and why (possibly several lines).
+    Failed(String),
+    /// It did not run, and why.
+    Skipped(String),
+}
+
+/// The result of one case.
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    /// The case's name.
+    pub name: &'static str,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// How long it took, setup and cleanup included.
+    pub elapsed: Duration,
+}
+
+impl CaseResult {
+    /// The one-line report: `<name> ... ok`, `<name> ... FAILED: why`, `<name> ... skipped: why`.
+    /// A multi-line reason is joined with `; `.
+    pub fn line(&self) -> String {
+        let one = |s: &str| s.lines().collect::<Vec<_>>().join("; ");
+        match &self.outcome {
+            Outcome::Passed => format!("{} ... ok", self.name),
+            Outcome::Failed(why) => format!("{} ... FAILED: {}", self.name, one(why)),
+            Outcome::Skipped(why) => format!("{} ... skipped: {}", self.name, one(why)),
+        }
+    }
+}
+
+/// Counts over a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Cases that passed.
+    pub passed: usize,
+    /// Cases that failed.
+    pub failed: usize,
+    /// Cases that were skipped.
+    pub skipped: usize,
+}
+
+impl Summary {
+    /// Counts one result.
+    pub fn add(&mut self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Passed => self.passed += 1,
+            Outcome::Failed(_) => self.failed += 1,
+            Outcome::Skipped(_) => self.skipped += 1,
+        }
+    }
+}
+
+impl fmt::Display for Summary {
+    /// The closing line: `N passed, N failed, N skipped`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} passed, {} failed, {} skipped",
+            self.passed, self.failed, self.skipped
+        )
+    }
+}
+
+/// How to run the suite.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Run only cases whose name contains this text.
+    pub filter: Option<String>,
+    /// A case still running after this long fails ("timed out"); its blocking work cannot be
+    /// stopped, but the run goes on.
+    pub timeout: Duration,
+    /// Where the per-case temporary directories go (default: the system temp dir). A driver
+    /// that cannot use that filesystem (overlay on overlay, say) needs another one.
+    pub tmpdir: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            filter: None,
+            timeout: Duration::from_secs(900),
+            tmpdir: None,
+        }
+    }
+}
+
+/// Everything a case works with: a fresh driver over an empty home, and directories outside
+/// that home for oracles (`scratch`) and canaries (`outside`).
+///
+/// Layout of the case's temporary directory: `home/` (the driver's), `scratch/`, `outside/`.
+pub struct Harness {
+    factory: Factory,
+    dir: PathBuf,
+    home: PathBuf,
+    scratch: PathBuf,
+    outside: PathBuf,
+    privileges: Privileges,
+    driver: Mutex<Arc<dyn Driver>>,
+    /// Instances replaced by [`Harness::restart`]: kept alive, never cleaned up, dropped last,
+    /// as a crashed process leaves its mounts behind.
+    abandoned: Mutex<Vec<Arc<dyn Driver>>>,
+}
+
+impl fmt::Debug for Harness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Harness")
+            .field("dir", &self.dir)
+            .field("privileges", &self.privileges)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Harness {
+    /// The driver under test (the current instance, after any [`restart`](Harness::restart)).
+    pub fn driver(&self) -> Arc<dyn Driver> {
+        self.driver.lock().expect("driver lock").clone()
+    }
+
+    /// The driver's capabilities.
+    pub fn capabilities(&self) -> Capabilities {
+        self.driver().capabilities()
+    }
+
+    /// The process's privileges.
+    pub fn privileges(&self) -> Privileges {
+        self.privileges
+    }
+
+    /// The driver's home directory.
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// A directory outside the driver's home for oracles (flat directories, spooled tars).
+    pub fn scratch(&self) -> &Path {
+        &self.scratch
+    }
+
+    /// A directory outside the driver's home, for canaries hostile archives must not touch.
+    pub fn outside(&self) -> &Path {
+        &self.outside
+    }
+
+    /// Simulates a restart of the process: a new driver instance over the same home becomes
+    /// the current one. The old instance is neither cleaned up nor dropped until the case
+    /// ends, as if its process had died with its mounts in place.
+    pub fn restart(&self) -> Result<Arc<dyn Driver>, Failure> {
+        let fresh = (self.factory)(&self.home)
+            .map_err(|e| Failure::failed(format!("restart: making the driver again: {e}")))?;
+        let old = std::mem::replace(
+            &mut *self.driver.lock().expect("driver lock"),
+            fresh.clone(),
+        );
+        self.abandoned.lock().expect("abandoned lock").push(old);
+        Ok(fresh)
+    }
+}
+
+fn make_case_dir(opts: &Options) -> std::io::Result<tempfile::TempDir> {
+    let mut b = tempfile::Builder::new();
+    b.prefix("strata-conformance-");
+    let dir = match &opts.tmpdir {
+        Some(parent) => b.tempdir_in(parent)?,
+        None => b.tempdir()?,
+    };
+    // Drivers may hand views to other users (FUSE `allow_other`, rootless helpers).
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    for sub in ["home", "scratch", "outside"] {
+        std::fs::create_dir(dir.path().join(sub))?;
+    }
+    Ok(dir)
+}
+
+/// Runs one case against a fresh driver made by `factory`, and cleans up after it.
+pub async fn run_case(factory: &Factory, case: &Case, opts: &Options) -> CaseResult {
+    let start = Instant::now();
+    let outcome = run_case_inner(factory, case, opts).await;
+    CaseResult {
+        name: case.name,
+        outcome,
+        elapsed: start.elapsed(),
+    }
+}
+
+async fn run_case_inner(factory: &Factory, case: &Case, opts: &Options) -> Outcome {
+    let tmp = match make_case_dir(opts) {
+        Ok(t) => t,
+        Err(e) => return Outcome::Failed(format!("making the case's temporary directory: {e}")),
+    };
+    let dir = tmp.path().to_path_buf();
+    let home = dir.join("home");
+    let driver = match factory(&home) {
+        Ok(d) => d,
+        Err(e) if e.kind() == ErrorKind::NotSupported => {
+            return finish_dir(
+                tmp,
+                Outcome::Skipped(format!("driver not supported here: {e}")),
+            );
+        }
+        Err(e) => {
+            return finish_dir(tmp, Outcome::Failed(format!("making the driver: {e}")));
+        }
+    };
+    let privileges = Privileges::detect();
+    if let Some(why) = case.needs.unmet(&driver.capabilities(), &privileges) {
+        let outcome = match driver.cleanup().await {
+            Ok(()) => Outcome::Skipped(why),
+            Err(e) => Outcome::Failed(format!("cleanup of an unused driver: {e}")),
+        };
+        drop(driver);
+        return finish_dir(tmp, outcome);
+    }
+    let harness = Arc::new(Harness {
+        factory: factory.clone(),
+        scratch: dir.join("scratch"),
+        outside: dir.join("outside"),
+        dir,
+        home,
+        privileges,
+        driver: Mutex::new(driver),
+        abandoned: Mutex::new(Vec::new()),
+    });
+
+    let run = case.run;
+    let h = harness.clone();
+    let task = tokio::spawn(async move { run(&h).await });
+    let abort = task.abort_handle();
+    let outcome = match tokio::time::timeout(opts.timeout, task).await {
+        Ok(Ok(Ok(()))) => Outcome::Passed,
+        Ok(Ok(Err(f))) => f.into_outcome(),
+        Ok(Err(join)) if join.is_panic() => {
+            let payload = join.into_panic();
+            Outcome::Failed(format!("panicked: {}", panic_text(&*payload)))
+        }
+        Ok(Err(join)) => Outcome::Failed(format!("case task failed: {join}")),
+        Err(_) => {
+            abort.abort();
+            Outcome::Failed(format!("timed out after {:?}", opts.timeout))
+        }
+    };
+
+    // Clean up: the current instance, then whatever mounts are left under our directory.
+    let driver = harness.driver();
+    let mut problems = Vec::new();
+    if let Err(e) = driver.cleanup().await {
+        problems.push(format!("driver cleanup failed: {e}"));
+    }
+    drop(driver);
+    let leftovers = detach_mounts_under(&harness.dir);
+    if !leftovers.is_empty() {
+        problems.push(format!(
+            "mounts left after cleanup (detached by the harness): {}",
+            leftovers.join(", ")
+        ));
+    }
+    // Abandoned instances go last: they stand for processes that died.
+    drop(harness);
+    let outcome = match (outcome, problems.is_empty()) {
+        (o, true) => o,
+        (Outcome::Failed(why), false) => Outcome::Failed(format!("{why}\n{}", problems.join("\n"))),
+        (_, false) => Outcome::Failed(problems.join("\n")),
+    };
+    finish_dir(tmp, outcome)
+}
+
+fn finish_dir(tmp: tempfile::TempDir, outcome: Outcome) -> Outcome {
+    let path = tmp.path().to_path_buf();
+    if !detach_mounts_under(&path).is_empty() {
+        // Never delete through a mount we could not take away.
+        let _ = tmp.keep();
+        return outcome;
+    }
+    match (tmp.close(), outcome) {
+        (Ok(()), o) => o,
+        (Err(e), Outcome::Failed(why)) => {
+            Outcome::Failed(format!("{why}\nremoving {}: {e}", path.display()))
+        }
+        (Err(e), _) => Outcome::Failed(format!("removing {}: {e}", path.display())),
+    }
+}
+
+/// Lazily detaches every mount at or below `dir` (deepest first) and returns their paths.
+/// Only mounts under the case's own temporary directory are touched.
+fn detach_mounts_under(dir: &Path) -> Vec<String> {
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut points: Vec<PathBuf> = mount_points(&table)
+        .into_iter()
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    points.dedup();
+    let mut names = Vec::new();
+    for p in points {
+        let _ = rustix::mount::unmount(&p, rustix::mount::UnmountFlags::DETACH);
+        names.push(p.display().to_string());
+    }
+    names
+}
+
+/// The mount points of a `/proc/self/mountinfo` table, with octal escapes undone.
+pub(crate) fn mount_points(table: &str) -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    table
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|field| {
+            let b = field.as_bytes();
+            let mut out = Vec::with_capacity(b.len());
+            let mut i = 0;
+            while i < b.len() {
+                if b[i] == b'\\' && i + 3 < b.len() {
+                    let oct = &b[i + 1..i + 4];
+                    if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
+                        let v = (oct[0] - b'0') * 64 + (oct[1] - b'0') * 8 + (oct[2] - b'0');
+                        out.push(v);
+                        i += 4;
+                        continue;
+                    }
+                }
+                out.push(b[i]);
+                i += 1;
+            }
+            PathBuf::from(std::ffi::OsString::from_vec(out))
+        })
+        .collect()
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(a non-string panic payload)".to_string()
+    }
+}
+
+/// Runs every case (or those whose name contains `opts.filter`) one after another, each with
+/// a fresh driver, calling `report` after each, and returns the counts.
+pub async fn run(
+    factory: &Factory,
+    opts: &Options,
+    report: &mut dyn FnMut(&CaseResult),
+) -> Summary {
+    let mut summary = Summary::default();
+    for case in crate::cases() {
+        if let Some(f) = &opts.filter {
+            if !case.name.contains(f.as_str()) {
+                continue;
+            }
+        }
+        let result = run_case(factory, case, opts).await;
+        summary.add(&result.outcome);
+        report(&result);
+    }
+    summary
+}
+
+/// What the test macro [`suite!`](crate::suite) calls for each generated test: runs the named
+/// case, prints `SKIPPED: <reason>` to stderr for a skip (cargo test has no skip status, so
+/// the test passes but says so), and panics with the reason on a failure.
+pub async fn run_test(factory: Factory, name: &str) {
+    let case = crate::cases()
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no conformance case named {name}"));
+    let mut opts = Options::default();
+    if let Some(secs) = std::env::var("STRATA_CONFORMANCE_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        opts.timeout = Duration::from_secs(secs);
+    }
+    if let Ok(dir) = std::env::var("STRATA_CONFORMANCE_TMPDIR") {
+        opts.tmpdir = Some(PathBuf::from(dir));
+    }
+    let result = run_case(&factory, case, &opts).await;
+    match result.outcome {
+        Outcome::Passed => {}
+        Outcome::Skipped(why) => eprintln!("SKIPPED: {name}: {why}"),
+        Outcome::Failed(why) => panic!("{name} FAILED:\n{why}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skips_say_why() {
+        let root = Privileges {
+            root: true,
+            init_userns: true,
+        };
+        let user = Privileges {
+            root: false,
+            init_userns: false,
+        };
+        let caps = Capabilities {
+            max_depth: Some(128),
+            ..Capabilities::default()
+        };
+        assert_eq!(Needs::NOTHING.unmet(&caps, &user), None);
+        assert_eq!(
+            Needs::NOTHING.root().unmet(&caps, &user).as_deref(),
+            Some("needs root")
+        );
+        assert_eq!(Needs::NOTHING.root().unmet(&caps, &root), None);
+        assert_eq!(
+            Needs::NOTHING.depth(499).unmet(&caps, &root).as_deref(),
+            Some("driver max depth 128 < 499")
+        );
+        let unbounded = Capabilities::default();
+        assert_eq!(Needs::NOTHING.depth(499).unmet(&unbounded, &root), None);
+        assert!(Needs::NOTHING.native_diff().unmet(&caps, &root).is_some());
+        assert!(Needs::NOTHING.no_quota().unmet(&caps, &root).is_none());
+        let quota = Capabilities {
+            quota: true,
+            ..Capabilities::default()
+        };
+        assert!(Needs::NOTHING.no_quota().unmet(&quota, &root).is_some());
+        let needs_root = Capabilities {
+            needs_root: true,
+            ..Capabilities::default()
+        };
+        assert_eq!(
+            Needs::NOTHING.unmet(&needs_root, &user).as_deref(),
+            Some("the driver needs root")
+        );
+    }
+
+    #[test]
+    fn lines_and_summary() {
+        let r = CaseResult {
+            name: "create_empty",
+            outcome: Outcome::Failed("a\nb".into()),
+            elapsed: Duration::ZERO,
+        };
+        assert_eq!(r.line(), "create_empty ... FAILED: a; b");
+        let r = CaseResult {
+            name: "x",
+            outcome: Outcome::Skipped("needs root".into()),
+            elapsed: Duration::ZERO,
+        };
+        assert_eq!(r.line(), "x ... skipped: needs root");
+        let mut s = Summary::default();
+        s.add(&Outcome::Passed);
+        s.add(&Outcome::Passed);
+        s.add(&Outcome::Skipped(String::new()));
+        assert_eq!(s.to_string(), "2 passed, 0 failed, 1 skipped");
+    }
+
+    #[test]
+    fn mountinfo_points_are_unescaped() {
+        let table = "36 35 98:0 /mnt1 /mnt/a\\040b rw,noatime master:1 - ext3 /dev/root rw\n\
+                     37 35 98:0 / /tmp rw - tmpfs tmpfs rw\n";
+        assert_eq!(
+            mount_points(table),
+            vec![PathBuf::from("/mnt/a b"), PathBuf::from("/tmp")]
+        );
+    }
+}

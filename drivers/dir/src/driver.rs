@@ -1,0 +1,242 @@
+//! The `Driver` trait for [`DirDriver`]: thin async glue, each method one blocking task.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use strata_driver_api::archive::{self, ApplyOptions, WhiteoutFormat, WhiteoutMode, WriteOptions};
+use strata_driver_api::{
+    Capabilities, Change, CreateOpts, Driver, Error, ErrorKind, LayerId, MountOpts, Result,
+    TarStream, naive, stream,
+};
+
+use crate::layout::LayerKind;
+use crate::{DirDriver, Inner, NAME, changes, mounts, sys};
+
+impl DirDriver {
+    async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&Inner) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        stream::run_blocking(move || f(&inner)).await
+    }
+
+    async fn make(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        opts: &CreateOpts,
+        kind: LayerKind,
+    ) -> Result<()> {
+        if let Some(key) = opts.storage_opts.keys().next() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("dir driver: unknown storage option {key:?}"),
+            ));
+        }
+        if opts.size.is_some() {
+            return Err(match kind {
+                LayerKind::Image => Error::new(
+                    ErrorKind::InvalidInput,
+                    "a size applies to writable layers only",
+                ),
+                LayerKind::Container => {
+                    Error::new(ErrorKind::NotSupported, "dir driver: no size quota")
+                }
+            });
+        }
+        let (id, parent) = (id.clone(), parent.cloned());
+        self.blocking(move |i| {
+            let slot = i.mounts.slot(&id);
+            let _held = slot.lock().unwrap_or_else(|p| p.into_inner());
+            i.layout.create_layer(&id, parent.as_ref(), kind)
+        })
+        .await
+    }
+
+    /// Whether `parent` is the direct parent of `id` (or both are base): the native diff.
+    async fn is_direct(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<bool> {
+        let (id, parent) = (id.clone(), parent.cloned());
+        self.blocking(move |i| Ok(i.layout.ancestry(&id)?.first() == parent.as_ref()))
+            .await
+    }
+}
+
+#[async_trait]
+impl Driver for DirDriver {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.caps()
+    }
+
+    fn status(&self) -> Vec<(String, String)> {
+        let home = self.inner.layout.home();
+        let backing = sys::fs_name(home).unwrap_or_else(|e| format!("unknown ({e})"));
+        vec![
+            ("Root Dir".into(), home.display().to_string()),
+            ("Mount Mode".into(), self.inner.mode.as_str().into()),
+            ("Backing Filesystem".into(), backing),
+        ]
+    }
+
+    async fn create(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        opts: &CreateOpts,
+    ) -> Result<()> {
+        self.make(id, parent, opts, LayerKind::Image).await
+    }
+
+    async fn create_rw(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        opts: &CreateOpts,
+    ) -> Result<()> {
+        self.make(id, parent, opts, LayerKind::Container).await
+    }
+
+    async fn remove(&self, id: &LayerId, force: bool) -> Result<()> {
+        let id = id.clone();
+        self.blocking(move |i| i.mounts.remove(&i.layout, &id, force))
+            .await
+    }
+
+    /// Materialises the view on the first get. `opts.read_only` views are never folded back
+    /// (nothing stops a write to them, though). Mount options cannot apply to a copied view:
+    /// any is `NotSupported`.
+    async fn get(&self, id: &LayerId, opts: &MountOpts) -> Result<PathBuf> {
+        if let Some(o) = opts.options.first() {
+            return Err(Error::new(
+                ErrorKind::NotSupported,
+                format!("dir driver (copy mode): mount option {o:?} cannot apply"),
+            ));
+        }
+        let (id, ro) = (id.clone(), opts.read_only);
+        self.blocking(move |i| i.mounts.get(&i.layout, &id, ro))
+            .await
+    }
+
+    async fn put(&self, id: &LayerId) -> Result<()> {
+        let id = id.clone();
+        self.blocking(move |i| i.mounts.put(&i.layout, &id)).await
+    }
+
+    async fn is_mounted(&self, id: &LayerId) -> Result<bool> {
+        let id = id.clone();
+        self.blocking(move |i| {
+            if !i.layout.exists(&id)? {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("layer {id} not found"),
+                ));
+            }
+            Ok(mounts::read_state(&i.layout, &id)?.is_some())
+        })
+        .await
+    }
+
+    async fn exists(&self, id: &LayerId) -> Result<bool> {
+        let id = id.clone();
+        self.blocking(move |i| i.layout.exists(&id)).await
+    }
+
+    async fn metadata(&self, id: &LayerId) -> Result<Vec<(String, String)>> {
+        let id = id.clone();
+        self.blocking(move |i| {
+            let l = &i.layout;
+            let ancestry = l.ancestry(&id)?;
+            let layers: Vec<&str> = ancestry.iter().map(LayerId::as_str).collect();
+            Ok(vec![
+                ("DiffDir".into(), l.diff(&id).display().to_string()),
+                ("MountDir".into(), l.mnt(&id).display().to_string()),
+                ("Layers".into(), layers.join(":")),
+                ("Kind".into(), l.kind(&id)?.as_str().into()),
+            ])
+        })
+        .await
+    }
+
+    async fn cleanup(&self) -> Result<()> {
+        self.blocking(|i| i.mounts.cleanup(&i.layout)).await
+    }
+
+    /// Native when `parent` is the direct parent (or `None` for a base layer): a tar of
+    /// `diff/<id>` as it is, after folding a mounted writable view's changes so far. Otherwise
+    /// the naive diff.
+    async fn diff(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<TarStream> {
+        if !self.is_direct(id, parent).await? {
+            return naive::diff(self, id, parent).await;
+        }
+        let id = id.clone();
+        let diff = self
+            .blocking(move |i| {
+                i.mounts
+                    .with_synced(&i.layout, &id, || Ok(i.layout.diff(&id)))
+            })
+            .await?;
+        Ok(stream::from_blocking(move |out| {
+            let opts = WriteOptions {
+                whiteouts: WhiteoutFormat::Aufs,
+            };
+            archive::write_tar(&diff, out, &opts).map(|_| ())
+        }))
+    }
+
+    /// Untars into `diff/<id>` with whiteouts kept as files; `Busy` while the layer is mounted.
+    /// `parent` is not needed: the layer knows its parent.
+    async fn apply_diff(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        diff: TarStream,
+    ) -> Result<u64> {
+        let _ = parent;
+        let id = id.clone();
+        let inner = Arc::clone(&self.inner);
+        stream::read_blocking(diff, move |r| {
+            let i = &inner;
+            i.mounts.while_unmounted(&i.layout, &id, || {
+                let dir = i.layout.diff(&id);
+                archive::apply_tar(&dir, r, &ApplyOptions::new(WhiteoutMode::Keep))?;
+                // apply_tar leaves syncing to the caller: once for the layer.
+                sys::syncfs(&dir)?;
+                // The walk, not the apply's count, so that the answer is diff_size's by
+                // construction (a tar may write a path twice).
+                changes::diff_size(&dir)
+            })
+        })
+        .await
+    }
+
+    async fn changes(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Vec<Change>> {
+        if !self.is_direct(id, parent).await? {
+            return naive::changes(self, id, parent).await;
+        }
+        let id = id.clone();
+        self.blocking(move |i| {
+            i.mounts.with_synced(&i.layout, &id, || {
+                changes::changes(&i.layout.branches(&id)?)
+            })
+        })
+        .await
+    }
+
+    async fn diff_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64> {
+        if !self.is_direct(id, parent).await? {
+            return naive::diff_size(self, id, parent).await;
+        }
+        let id = id.clone();
+        self.blocking(move |i| {
+            i.mounts
+                .with_synced(&i.layout, &id, || changes::diff_size(&i.layout.diff(&id)))
+        })
+        .await
+    }
+}

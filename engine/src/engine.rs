@@ -1,0 +1,334 @@
+//! The engine: one selected driver, its records, its mount refcounts.
+//!
+//! [`Engine::open`] selects the driver, creates the directories and cleans up after crashed
+//! operations. Every operation then takes the locks it needs for its own duration only:
+//! `layers.lock` (shared to read records, exclusive to change them; an import holds it for the
+//! whole import) and, after it, `mounts.lock`. Lock order is always layers, then mounts.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use strata_driver_api::stream::run_blocking;
+use strata_driver_api::{Driver, Error, ErrorKind, LayerId, Result};
+
+use crate::config::Config;
+use crate::lock::{LockFile, LockGuard};
+use crate::mounts::{MountStore, MountTable};
+use crate::registry::{DriverInfo, PLANNED, Registry};
+use crate::select::{self, Inputs, Selection};
+use crate::store::{self, LayerRecord, LayerStore, create_private_dir};
+
+/// A layer store over one driver. Cheap to clone (the clones share everything).
+#[derive(Clone, Debug)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) config: Config,
+    pub(crate) selection: Selection,
+    pub(crate) driver: Arc<dyn Driver>,
+    pub(crate) home: PathBuf,
+    pub(crate) store: LayerStore,
+    pub(crate) mounts: MountStore,
+}
+
+/// A layer as `list` shows it: its record and the references out on its mount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LayerInfo {
+    /// The record.
+    #[serde(flatten)]
+    pub record: LayerRecord,
+    /// References out on its merged view (0: not mounted through strata).
+    pub mounts: u32,
+}
+
+/// What `strata info` shows; its JSON shape is a contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Info {
+    /// The driver in use.
+    pub driver: String,
+    /// Why it was chosen.
+    pub selected_by: String,
+    /// The root directory.
+    pub root: PathBuf,
+    /// The runroot directory.
+    pub runroot: PathBuf,
+    /// The config file read, if any.
+    pub config_file: Option<PathBuf>,
+    /// The driver's status pairs, in its order.
+    pub status: Vec<(String, String)>,
+    /// How many layers there are.
+    pub layers: usize,
+}
+
+impl Engine {
+    /// Opens the engine with the built-in drivers.
+    pub async fn open(config: Config) -> Result<Engine> {
+        Engine::open_with(config, Registry::builtin()).await
+    }
+
+    /// Opens the engine, choosing among the drivers of `registry`: selects the driver,
+    /// creates `<root>/<driver>/`, `<root>/<driver>-layers/` and `<runroot>/<driver>-layers/`
+    /// (mode 0700), and cleans up what crashed operations left: incomplete layers, temporary
+    /// files, refcounts of views that are no longer mounted.
+    pub async fn open_with(config: Config, registry: Registry) -> Result<Engine> {
+        config.validate()?;
+        let selection = choose(&config, &registry)?;
+        let name = selection.name.clone();
+        let factory = registry
+            .get(&name)
+            .expect("selection only returns registered drivers");
+        let home = config.root.join(&name);
+        let store = LayerStore::new(config.root.join(format!("{name}-layers")));
+        let mounts = MountStore::new(config.runroot.join(format!("{name}-layers")));
+        {
+            let dirs = [
+                home.clone(),
+                store.dir().to_path_buf(),
+                mounts.dir().to_path_buf(),
+            ];
+            run_blocking(move || dirs.iter().try_for_each(|d| create_private_dir(d))).await?;
+        }
+        let driver = factory
+            .build(home.clone(), &config)
+            .map_err(|e| e.context(format!("start driver {name}")))?;
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                config,
+                selection,
+                driver,
+                home,
+                store,
+                mounts,
+            }),
+        };
+        engine.recover().await?;
+        Ok(engine)
+    }
+
+    /// Every driver `config` could use with the built-in drivers, for `strata drivers`.
+    pub fn drivers(config: &Config) -> Vec<DriverInfo> {
+        Registry::builtin().infos(config)
+    }
+
+    /// The driver in use.
+    pub fn driver(&self) -> Arc<dyn Driver> {
+        self.inner.driver.clone()
+    }
+
+    /// The configuration the engine was opened with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Which driver was chosen, and why.
+    pub fn selection(&self) -> &Selection {
+        &self.inner.selection
+    }
+
+    /// Every layer, by id, with its mount references.
+    pub async fn list(&self) -> Result<Vec<LayerInfo>> {
+        let (store, mounts) = (self.inner.store.clone(), self.inner.mounts.clone());
+        run_blocking(move || {
+            let _layers = store.lock().shared()?;
+            let records = store.load_all()?;
+            let table = {
+                let _m = mounts.lock().shared()?;
+                mounts.load()?
+            };
+            Ok(records
+                .into_values()
+                .map(|record| LayerInfo {
+                    mounts: table.count(&record.id),
+                    record,
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// The record of one layer. A missing layer is `NotFound`.
+    pub async fn layer(&self, id: &LayerId) -> Result<LayerRecord> {
+        let store = self.inner.store.clone();
+        let id = id.clone();
+        run_blocking(move || {
+            let _layers = store.lock().shared()?;
+            store.load(&id)?.ok_or_else(|| not_found(&id))
+        })
+        .await
+    }
+
+    /// The driver, paths, status pairs and layer count.
+    pub async fn info(&self) -> Result<Info> {
+        let layers = self.list().await?.len();
+        let inner = &self.inner;
+        Ok(Info {
+            driver: inner.selection.name.clone(),
+            selected_by: inner.selection.reason.as_str().to_string(),
+            root: inner.config.root.clone(),
+            runroot: inner.config.runroot.clone(),
+            config_file: inner.config.file.clone(),
+            status: inner.driver.status(),
+            layers,
+        })
+    }
+
+    /// The driver's home, `<root>/<driver>`.
+    pub fn home(&self) -> &Path {
+        &self.inner.home
+    }
+
+    /// Cleans up after crashed operations (see [`Engine::open_with`]). Runs at open; safe to
+    /// run again. Incomplete layers are left alone while another process holds the layers
+    /// lock (its operation may still be running); a layer the driver fails to remove stays
+    /// incomplete and is retried at the next open.
+    pub async fn recover(&self) -> Result<()> {
+        let inner = &self.inner;
+        let store = inner.store.clone();
+        let held = run_blocking(move || {
+            let Some(guard) = store.lock().try_exclusive()? else {
+                return Ok(None);
+            };
+            store.remove_temp_files()?;
+            let records = store.load_all()?;
+            Ok(Some((guard, records)))
+        })
+        .await?;
+        if let Some((guard, records)) = held {
+            for record in records.values().filter(|r| r.incomplete) {
+                if let Err(e) = self.discard(&record.id).await {
+                    tracing::warn!(layer = %record.id, error = %e, "could not remove an incomplete layer; will retry at the next open");
+                }
+            }
+            drop(guard);
+        }
+
+        let guard = lock(inner.mounts.lock(), true).await?;
+        let mounts = inner.mounts.clone();
+        let mut table = run_blocking(move || {
+            mounts.remove_temp_files()?;
+            mounts.load()
+        })
+        .await?;
+        let mut changed = false;
+        for id in table.ids() {
+            let mounted = match inner.driver.is_mounted(&id).await {
+                Ok(mounted) => mounted,
+                Err(e) if e.kind() == ErrorKind::NotFound => false,
+                Err(e) => return Err(e),
+            };
+            if !mounted {
+                table.forget(&id);
+                changed = true;
+            }
+        }
+        if changed {
+            self.save_mounts(table).await?;
+        }
+        drop(guard);
+        Ok(())
+    }
+
+    /// Removes a layer's data and record, whatever state it is in. The caller holds the
+    /// layers lock exclusively.
+    pub(crate) async fn discard(&self, id: &LayerId) -> Result<()> {
+        match self.inner.driver.remove(id, true).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        self.sync_home().await?;
+        let store = self.inner.store.clone();
+        let id = id.clone();
+        run_blocking(move || store.delete(&id)).await
+    }
+
+    /// Makes everything the driver wrote durable: one `syncfs` on its home's filesystem.
+    pub(crate) async fn sync_home(&self) -> Result<()> {
+        let home = self.inner.home.clone();
+        run_blocking(move || {
+            let dir = std::fs::File::open(&home).map_err(|e| Error::os("open", &home, e))?;
+            rustix::fs::syncfs(&dir).map_err(|e| Error::os("syncfs", &home, e))
+        })
+        .await
+    }
+
+    pub(crate) async fn save_record(&self, record: &LayerRecord) -> Result<()> {
+        let store = self.inner.store.clone();
+        let record = record.clone();
+        run_blocking(move || store.save(&record)).await
+    }
+
+    pub(crate) async fn delete_record(&self, id: &LayerId) -> Result<()> {
+        let store = self.inner.store.clone();
+        let id = id.clone();
+        run_blocking(move || store.delete(&id)).await
+    }
+
+    pub(crate) async fn load_records(
+        &self,
+    ) -> Result<std::collections::BTreeMap<LayerId, LayerRecord>> {
+        let store = self.inner.store.clone();
+        run_blocking(move || store.load_all()).await
+    }
+
+    pub(crate) async fn load_mounts(&self) -> Result<MountTable> {
+        let mounts = self.inner.mounts.clone();
+        run_blocking(move || mounts.load()).await
+    }
+
+    pub(crate) async fn save_mounts(&self, table: MountTable) -> Result<()> {
+        let mounts = self.inner.mounts.clone();
+        run_blocking(move || mounts.save(&table)).await
+    }
+
+    pub(crate) async fn layers_lock(&self, exclusive: bool) -> Result<LockGuard> {
+        lock(self.inner.store.lock(), exclusive).await
+    }
+
+    pub(crate) async fn mounts_lock(&self) -> Result<LockGuard> {
+        lock(self.inner.mounts.lock(), true).await
+    }
+}
+
+/// Takes a lock on a blocking thread (waiting for it may take long).
+async fn lock(lock: &LockFile, exclusive: bool) -> Result<LockGuard> {
+    let lock = lock.clone();
+    run_blocking(move || {
+        if exclusive {
+            lock.exclusive()
+        } else {
+            lock.shared()
+        }
+    })
+    .await
+}
+
+/// The selection rules over a registry and the root on disk.
+fn choose(config: &Config, registry: &Registry) -> Result<Selection> {
+    let registered = registry.names();
+    let planned: Vec<&str> = PLANNED
+        .iter()
+        .copied()
+        .filter(|n| registry.get(n).is_none())
+        .collect();
+    let probe = |name: &str| match registry.get(name) {
+        Some(f) => f.probe(config).map_err(|e| e.to_string()),
+        None => Err("not registered".to_string()),
+    };
+    let holds = |name: &str| store::holds_layers(&config.root.join(format!("{name}-layers")));
+    select::select(&Inputs {
+        requested: &config.driver,
+        registered: &registered,
+        planned: &planned,
+        probe: &probe,
+        holds_layers: &holds,
+    })
+}
+
+pub(crate) fn not_found(id: &LayerId) -> Error {
+    Error::new(ErrorKind::NotFound, format!("layer {id} not found"))
+}

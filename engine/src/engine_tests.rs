@@ -1,0 +1,527 @@
+//! The engine over the fake driver: records, recovery, locks, refcounts.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use strata_driver_api::{ErrorKind, LayerId};
+use tokio::io::AsyncReadExt;
+
+use crate::lock::LockFile;
+use crate::store::{LayerKind, LayerRecord, LayerStore};
+use crate::testing::{self, Knobs};
+use crate::{CreateRequest, Engine, ImportRequest};
+
+struct Fixture {
+    tmp: tempfile::TempDir,
+    knobs: Arc<Knobs>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Fixture {
+            tmp: tempfile::tempdir().unwrap(),
+            knobs: Arc::default(),
+        }
+    }
+
+    async fn open(&self) -> Engine {
+        Engine::open_with(
+            testing::config(self.tmp.path(), "fake"),
+            testing::registry("fake", &self.knobs),
+        )
+        .await
+        .unwrap()
+    }
+
+    fn home(&self) -> std::path::PathBuf {
+        self.tmp.path().join("root/fake")
+    }
+
+    fn store(&self) -> LayerStore {
+        LayerStore::new(self.tmp.path().join("root/fake-layers"))
+    }
+}
+
+fn id(s: &str) -> LayerId {
+    LayerId::new(s).unwrap()
+}
+
+fn sha(bytes: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(bytes))
+}
+
+fn create(id_: &str, parent: Option<&str>, rw: bool) -> CreateRequest {
+    CreateRequest {
+        id: Some(id(id_)),
+        parent: parent.map(id),
+        rw,
+        names: Vec::new(),
+    }
+}
+
+fn import_req(id_: &str, parent: Option<&str>) -> ImportRequest {
+    ImportRequest {
+        id: Some(id(id_)),
+        parent: parent.map(id),
+        names: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn create_records_layers() {
+    let f = Fixture::new();
+    let e = f.open().await;
+    let base = e.create(create("base", None, false)).await.unwrap();
+    assert_eq!(base.kind, LayerKind::Image);
+    assert!(!base.incomplete && base.parent.is_none() && base.diff_digest.is_none());
+    let child = e.create(create("child", Some("base"), true)).await.unwrap();
+    assert_eq!(child.kind, LayerKind::Container);
+    assert_eq!(child.parent, Some(id("base")));
+    let random = e.create(CreateRequest::default()).await.unwrap();
+    assert_eq!(random.id.as_str().len(), 64);
+
+    let list = e.list().await.unwrap();
+    assert_eq!(list.len(), 3);
+    assert!(list.iter().all(|l| l.mounts == 0 && !l.record.incomplete));
+    assert_eq!(e.layer(&id("child")).await.unwrap(), child);
+    assert_eq!(e.info().await.unwrap().layers, 3);
+    // Records are on disk, beside the driver's home.
+    assert!(f.tmp.path().join("root/fake-layers/child.json").is_file());
+}
+
+#[tokio::test]
+async fn create_refuses_duplicates_and_missing_parents() {
+    let f = Fixture::new();
+    let e = f.open().await;
+    e.create(create("a", None, false)).await.unwrap();
+    let dup = e.create(create("a", None, false)).await.unwrap_err();
+    assert_eq!(dup.kind(), ErrorKind::AlreadyExists);
+    let orphan = e
+        .create(create("b", Some("nope"), false))
+        .await
+        .unwrap_err();
+    assert_eq!(orphan.kind(), ErrorKind::ParentNotFound);
+    assert!(e.layer(&id("b")).await.is_err());
+
+    let named = CreateRequest {
+        names: vec!["web".into()],
+        ..CreateRequest::default()
+    };
+    e.create(named.clone()).await.unwrap();
+    assert_eq!(
+        e.create(named).await.unwrap_err().kind(),
+        ErrorKind::AlreadyExists
+    );
+    assert_eq!(e.list().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn import_hashes_the_uncompressed_stream() {
+    let f = Fixture::new();
+    let e = f.open().await;
+    let plain: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+
+    let rec = e
+        .import(
+            std::io::Cursor::new(plain.clone()),
+            import_req("plain", None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rec.diff_digest.as_deref(), Some(sha(&plain).as_str()));
+    assert_eq!(rec.size, plain.len() as u64);
+    assert!(!rec.incomplete);
+
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&plain).unwrap();
+    let gz = gz.finish().unwrap();
+    let rec = e
+        .import(std::io::Cursor::new(gz), import_req("gz", Some("plain")))
+        .await
+        .unwrap();
+    assert_eq!(rec.diff_digest.as_deref(), Some(sha(&plain).as_str()));
+    assert_eq!(rec.parent, Some(id("plain")));
+    // The driver got the uncompressed bytes.
+    assert_eq!(testing::read(&f.home().join("layers/gz/content")), plain);
+}
+
+#[tokio::test]
+async fn digest_covers_bytes_the_driver_never_read() {
+    let f = Fixture::new();
+    let e = f.open().await;
+    f.knobs.read_only_first.store(1000, Ordering::SeqCst);
+    let data = vec![7u8; 5_000_000];
+    let rec = e
+        .import(std::io::Cursor::new(data.clone()), import_req("a", None))
+        .await
+        .unwrap();
+    assert_eq!(rec.size, 1000);
+    assert_eq!(rec.diff_digest.as_deref(), Some(sha(&data).as_str()));
+}
+
+#[tokio::test]
+async fn failed_import_leaves_nothing() {
+    let f = Fixture::new();
+    let e = f.open().await;
+    f.knobs.fail_apply.store(true, Ordering::SeqCst);
+    let err = e
+        .import(
+            std::io::Cursor::new(vec![1u8; 100_000]),
+            import_req("bad", None),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArchive);
+    f.knobs.fail_apply.store(false, Ordering::SeqCst);
+
+    // A stream that claims gzip and is not.
+    let mut junk = vec![0x1f, 0x8b, 0x08, 0x00];
+    junk.extend(vec![0xffu8; 5000]);
+    let err = e
+        .import(std::io::Cursor::new(junk), import_req("junk", None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArchive);
+
+    assert!(e.list().await.unwrap().is_empty());
+    assert!(!f.home().join("layers/bad").exists());
+    assert!(!f.home().join("layers/junk").exists());
+}
+
+#[tokio::test]
+async fn apply_fills_an_empty_layer_once() {
+    let f = Fixture::new();
+    let e = f.open().await;
+    e.create(create("a", None, false)).await.unwrap();
+    let rec = e
+        .apply(&id("a"), std::io::Cursor::new(b"hello".to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(rec.diff_digest.as_deref(), Some(sha(b"hello").as_str()));
+    let again = e
+        .apply(&id("a"), std::io::Cursor::new(b"x".to_vec()))
+        .await
+        .unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::InvalidInput);
+
+    // A failed apply leaves the layer empty and usable.
+    e.create(create("b", None, false)).await.unwrap();
+    f.knobs.fail_apply.store(true, Ordering::SeqCst);
+    let err = e
+        .apply(&id("b"), std::io::Cursor::new(b"zzz".to_vec()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArchive);
+    f.knobs.fail_apply.store(false, Ordering::SeqCst);
+    let b = e.layer(&id("b")).await.unwrap();
+    assert!(!b.incomplete && b.diff_digest.is_none());
+    assert!(!f.home().join("layers/b/content").exists());
+    e.apply(&id("b"), std::io::Cursor::new(b"ok".to_vec()))
+        .await
+        .unwrap();
+
+    e.create(create("c", None, false)).await.unwrap();
+    e.create(create("d", Some("c"), false)).await.unwrap();
+    let err = e
+        .apply(&id("c"), std::io::Cursor::new(b"x".to_vec()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::HasChildren);
+    let err = e
+        .apply(&id("zz"), std::io::Cursor::new(b"x".to_vec()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+}
+
+#[tokio::test]
+async fn export_and_changes() {
+    let f = Fixture::new();
+    let e = f.open().await;
+    e.import(
+        std::io::Cursor::new(b"tarbytes".to_vec()),
+        import_req("a", None),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    e.export(&id("a"), None)
+        .await
+        .unwrap()
+        .read_to_end(&mut out)
+        .await
+        .unwrap();
+    assert_eq!(out, b"tarbytes");
+    let changes = e.changes(&id("a"), None).await.unwrap();
+    assert_eq!(changes.len(), 1);
+    let err = e.export(&id("a"), Some(&id("nope"))).await.err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::ParentNotFound);
+    let err = e.changes(&id("nope"), None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+}
+
+#[tokio::test]
+async fn remove_checks_children_and_mounts() {
+    let f = Fixture::new();
+    let e = f.open().await;
+    e.create(create("p", None, false)).await.unwrap();
+    e.create(create("c", Some("p"), true)).await.unwrap();
+    let err = e.remove(&id("p"), false).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::HasChildren);
+    let err = e.remove(&id("p"), true).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::HasChildren);
+
+    let path = e.mount(&id("c")).await.unwrap().keep();
+    assert!(path.ends_with("mnt/c"));
+    let err = e.remove(&id("c"), false).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Busy);
+    assert!(e.layer(&id("c")).await.is_ok());
+
+    e.remove(&id("c"), true).await.unwrap();
+    assert_eq!(
+        e.layer(&id("c")).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(e.load_mounts().await.unwrap().count(&id("c")), 0);
+    e.remove(&id("p"), false).await.unwrap();
+    assert!(e.list().await.unwrap().is_empty());
+    assert!(!f.home().join("layers/p").exists());
+    let err = e.remove(&id("p"), false).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+}
+
+#[tokio::test]
+async fn mounts_are_refcounted_across_engines() {
+    let f = Fixture::new();
+    let a = f.open().await;
+    let b = f.open().await;
+    a.create(create("l", None, true)).await.unwrap();
+    let first = a.mount(&id("l")).await.unwrap();
+    let second = b.mount(&id("l")).await.unwrap();
+    assert_eq!(first.path(), second.path());
+    assert_eq!(
+        f.knobs.gets.load(Ordering::SeqCst),
+        1,
+        "second mount reuses"
+    );
+    let listed = b.list().await.unwrap();
+    assert_eq!(listed[0].mounts, 2);
+
+    first.unmount().await.unwrap();
+    assert_eq!(f.knobs.puts.load(Ordering::SeqCst), 0);
+    assert_eq!(a.list().await.unwrap()[0].mounts, 1);
+    second.unmount().await.unwrap();
+    assert_eq!(f.knobs.puts.load(Ordering::SeqCst), 1);
+    assert_eq!(a.list().await.unwrap()[0].mounts, 0);
+    assert!(!a.driver().is_mounted(&id("l")).await.unwrap());
+
+    // Unmounting what is not mounted is harmless; a missing layer is not.
+    a.unmount(&id("l")).await.unwrap();
+    assert_eq!(
+        a.unmount(&id("zz")).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        a.mount(&id("zz")).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_guard_releases() {
+    let f = Fixture::new();
+    let e = f.open().await;
+    e.create(create("l", None, true)).await.unwrap();
+    {
+        let _guard = e.mount(&id("l")).await.unwrap();
+        assert_eq!(e.list().await.unwrap()[0].mounts, 1);
+    }
+    for _ in 0..200 {
+        if e.list().await.unwrap()[0].mounts == 0 {
+            assert!(!e.driver().is_mounted(&id("l")).await.unwrap());
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the dropped guard never released its mount");
+}
+
+#[test]
+fn dropping_the_guard_outside_a_runtime_releases() {
+    let f = Fixture::new();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (e, guard) = rt.block_on(async {
+        let e = f.open().await;
+        e.create(create("l", None, true)).await.unwrap();
+        let g = e.mount(&id("l")).await.unwrap();
+        (e, g)
+    });
+    drop(guard);
+    let mounts = rt.block_on(async { e.list().await.unwrap()[0].mounts });
+    assert_eq!(mounts, 0);
+}
+
+#[tokio::test]
+async fn a_view_unmounted_behind_our_back_is_remounted() {
+    let f = Fixture::new();
+    let e = f.open().await;
+    e.create(create("l", None, true)).await.unwrap();
+    let _kept = e.mount(&id("l")).await.unwrap().keep();
+    testing::fake(&f.home()).vanish_mount(&id("l"));
+    let again = e.mount(&id("l")).await.unwrap();
+    assert_eq!(f.knobs.gets.load(Ordering::SeqCst), 2);
+    assert_eq!(e.list().await.unwrap()[0].mounts, 1);
+    again.unmount().await.unwrap();
+}
+
+#[tokio::test]
+async fn open_recovers_crashed_operations() {
+    let f = Fixture::new();
+    {
+        let e = f.open().await;
+        e.create(create("ok", None, false)).await.unwrap();
+        e.create(create("mounted", None, true)).await.unwrap();
+        let _ = e.mount(&id("mounted")).await.unwrap().keep();
+    }
+    // A crash mid-import: driver data and an incomplete record, plus a half-written temp file.
+    let store = f.store();
+    std::fs::create_dir_all(f.home().join("layers/crashed")).unwrap();
+    store
+        .save(&LayerRecord {
+            id: id("crashed"),
+            parent: None,
+            kind: LayerKind::Image,
+            created: "2024-01-01T00:00:00Z".into(),
+            diff_digest: None,
+            size: 0,
+            names: vec![],
+            incomplete: true,
+        })
+        .unwrap();
+    std::fs::write(store.dir().join(".tmp-xyz"), b"{").unwrap();
+    // And the mounted layer was unmounted by a reboot-like event.
+    testing::fake(&f.home()).vanish_mount(&id("mounted"));
+
+    let e = f.open().await;
+    let ids: Vec<_> = e
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.record.id.to_string(), l.mounts))
+        .collect();
+    assert_eq!(ids, [("mounted".to_string(), 0), ("ok".to_string(), 0)]);
+    assert!(!f.home().join("layers/crashed").exists());
+    assert!(!store.dir().join(".tmp-xyz").exists());
+}
+
+#[tokio::test]
+async fn recovery_leaves_a_live_writers_layer_alone() {
+    let f = Fixture::new();
+    drop(f.open().await);
+    let store = f.store();
+    std::fs::create_dir_all(f.home().join("layers/inflight")).unwrap();
+    store
+        .save(&LayerRecord {
+            id: id("inflight"),
+            parent: None,
+            kind: LayerKind::Image,
+            created: "2024-01-01T00:00:00Z".into(),
+            diff_digest: None,
+            size: 0,
+            names: vec![],
+            incomplete: true,
+        })
+        .unwrap();
+    let writer = LockFile::new(store.dir().join("layers.lock"))
+        .exclusive()
+        .unwrap();
+    let e = f.open().await;
+    drop(writer);
+    assert!(f.home().join("layers/inflight").exists());
+    // Incomplete layers are not usable meanwhile.
+    assert_eq!(
+        e.mount(&id("inflight")).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    drop(e);
+    let e = f.open().await;
+    assert!(e.list().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_exclude_each_other_across_engines() {
+    let f = Fixture::new();
+    let a = f.open().await;
+    let b = f.open().await;
+    let (mut tx, rx) = tokio::io::duplex(64 * 1024);
+    let importing = tokio::spawn({
+        let a = a.clone();
+        async move { a.import(rx, import_req("slow", None)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let creating = tokio::spawn(async move { b.create(create("other", None, false)).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !creating.is_finished(),
+        "a second writer ran during an import"
+    );
+    use tokio::io::AsyncWriteExt;
+    tx.write_all(b"some layer").await.unwrap();
+    drop(tx);
+    importing.await.unwrap().unwrap();
+    creating.await.unwrap().unwrap();
+    assert_eq!(a.list().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn auto_selection_at_open() {
+    let f = Fixture::new();
+    let knobs = Arc::default();
+    let config = testing::config(f.tmp.path(), "auto");
+    let e = Engine::open_with(config.clone(), testing::registry("dir", &knobs))
+        .await
+        .unwrap();
+    assert_eq!(e.selection().name, "dir");
+    assert_eq!(e.info().await.unwrap().driver, "dir");
+    e.create(create("a", None, false)).await.unwrap();
+    // Prior layers of a driver this build lacks: refuse rather than switch.
+    std::fs::create_dir_all(f.tmp.path().join("root/overlay-layers")).unwrap();
+    std::fs::write(f.tmp.path().join("root/overlay-layers/x.json"), b"{}").unwrap();
+    let err = Engine::open_with(config.clone(), testing::registry("dir", &knobs))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    let mut named = config;
+    named.driver = "overlay".into();
+    let err = Engine::open_with(named, testing::registry("dir", &knobs))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotSupported);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_export_stream_keeps_its_layer() {
+    let f = Fixture::new();
+    let a = f.open().await;
+    let b = f.open().await;
+    a.import(
+        std::io::Cursor::new(b"bytes".to_vec()),
+        import_req("l", None),
+    )
+    .await
+    .unwrap();
+    let stream = a.export(&id("l"), None).await.unwrap();
+    let removing = tokio::spawn(async move { b.remove(&id("l"), false).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !removing.is_finished(),
+        "a layer was removed while exported"
+    );
+    drop(stream);
+    removing.await.unwrap().unwrap();
+    assert!(a.list().await.unwrap().is_empty());
+}

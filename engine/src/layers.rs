@@ -1,0 +1,387 @@
+//! Making, filling, reading and removing layers.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use strata_driver_api::{Change, CreateOpts, Error, ErrorKind, LayerId, Result, TarStream};
+use tokio::io::{AsyncRead, ReadBuf};
+
+use crate::engine::{Engine, not_found};
+use crate::fill::fill;
+use crate::lock::LockGuard;
+use crate::store::{LayerKind, LayerRecord, children};
+use crate::timefmt::format_rfc3339;
+
+/// What [`Engine::create`] makes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreateRequest {
+    /// The new layer's id; a random one when `None`.
+    pub id: Option<LayerId>,
+    /// Its parent; `None` for a base layer.
+    pub parent: Option<LayerId>,
+    /// A writable container layer (`true`) or an image layer to fill with `apply`.
+    pub rw: bool,
+    /// Names to record (unique across layers).
+    pub names: Vec<String>,
+}
+
+/// What [`Engine::import`] makes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportRequest {
+    /// The new layer's id; a random one when `None`.
+    pub id: Option<LayerId>,
+    /// Its parent; `None` for a base layer.
+    pub parent: Option<LayerId>,
+    /// Names to record (unique across layers).
+    pub names: Vec<String>,
+}
+
+impl Engine {
+    /// Creates an empty layer and returns its record.
+    ///
+    /// An existing id or name is `AlreadyExists`; a missing parent is `ParentNotFound`.
+    pub async fn create(&self, req: CreateRequest) -> Result<LayerRecord> {
+        let kind = if req.rw {
+            LayerKind::Container
+        } else {
+            LayerKind::Image
+        };
+        let _lock = self.layers_lock(true).await?;
+        let record = self
+            .begin_layer(req.id, req.parent, kind, req.names)
+            .await?;
+        let opts = CreateOpts::default();
+        let driver = &self.inner.driver;
+        let made = match kind {
+            LayerKind::Container => {
+                driver
+                    .create_rw(&record.id, record.parent.as_ref(), &opts)
+                    .await
+            }
+            LayerKind::Image => {
+                driver
+                    .create(&record.id, record.parent.as_ref(), &opts)
+                    .await
+            }
+        };
+        if let Err(e) = made {
+            // The driver leaves nothing behind on error; only the record goes.
+            self.abandon(&record.id, false).await;
+            return Err(e);
+        }
+        self.finish_layer(record).await
+    }
+
+    /// Creates an image layer from a tar (plain, gzip or zstd, sniffed) and returns its
+    /// record, with the digest and size of the uncompressed tar.
+    ///
+    /// The tar is streamed: never held in memory. If anything fails, the layer is removed and
+    /// no record remains. Errors as [`create`](Engine::create), and `InvalidArchive` for a
+    /// malformed or hostile tar.
+    pub async fn import<R>(&self, reader: R, req: ImportRequest) -> Result<LayerRecord>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+    {
+        let _lock = self.layers_lock(true).await?;
+        let mut record = self
+            .begin_layer(req.id, req.parent, LayerKind::Image, req.names)
+            .await?;
+        let driver = &self.inner.driver;
+        if let Err(e) = driver
+            .create(&record.id, record.parent.as_ref(), &CreateOpts::default())
+            .await
+        {
+            self.abandon(&record.id, false).await;
+            return Err(e);
+        }
+        match fill(driver, &record.id, record.parent.as_ref(), reader).await {
+            Ok(filled) => {
+                record.size = filled.size;
+                record.diff_digest = Some(filled.digest);
+                self.finish_layer(record).await
+            }
+            Err(e) => {
+                self.abandon(&record.id, true).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Fills an empty layer (made by [`create`](Engine::create), never filled) from a tar,
+    /// as [`import`](Engine::import) does, and returns its updated record.
+    ///
+    /// A layer that was already filled is `InvalidInput`; one with children is
+    /// `HasChildren`; a mounted one is `Busy`. If the tar fails, the layer is made empty again
+    /// (removed and created afresh with the same id and parent), or, if even that fails,
+    /// removed.
+    pub async fn apply<R>(&self, id: &LayerId, reader: R) -> Result<LayerRecord>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+    {
+        let _lock = self.layers_lock(true).await?;
+        let records = self.load_records().await?;
+        let mut record = usable(&records, id)?.clone();
+        if record.diff_digest.is_some() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("layer {id} already has content: apply fills only an empty layer"),
+            ));
+        }
+        if let Some(child) = children(&records, id).first() {
+            return Err(Error::new(
+                ErrorKind::HasChildren,
+                format!("layer {id} has children ({child}); apply would change them"),
+            ));
+        }
+        {
+            let _m = self.mounts_lock().await?;
+            let count = self.load_mounts().await?.count(id);
+            if count > 0 {
+                return Err(Error::new(
+                    ErrorKind::Busy,
+                    format!("layer {id} is mounted ({count} references); unmount it first"),
+                ));
+            }
+        }
+        record.incomplete = true;
+        self.save_record(&record).await?;
+        let driver = &self.inner.driver;
+        match fill(driver, id, record.parent.as_ref(), reader).await {
+            Ok(filled) => {
+                record.size = filled.size;
+                record.diff_digest = Some(filled.digest);
+                self.finish_layer(record).await
+            }
+            Err(e) => match self.reset(&record).await {
+                Ok(()) => Err(e),
+                Err(reset) => {
+                    self.abandon(id, true).await;
+                    Err(e.context(format!(
+                        "layer {id} was removed (making it empty again failed: {reset})"
+                    )))
+                }
+            },
+        }
+    }
+
+    /// Removes a layer. One with children is `HasChildren` (even when forced); a mounted
+    /// one is `Busy` unless `force`, which unmounts it.
+    pub async fn remove(&self, id: &LayerId, force: bool) -> Result<()> {
+        let _lock = self.layers_lock(true).await?;
+        let records = self.load_records().await?;
+        let Some(record) = records.get(id) else {
+            return Err(not_found(id));
+        };
+        let kids = children(&records, id);
+        if !kids.is_empty() {
+            let list: Vec<String> = kids.iter().map(|k| k.to_string()).collect();
+            return Err(Error::new(
+                ErrorKind::HasChildren,
+                format!("layer {id} has children: {}", list.join(", ")),
+            ));
+        }
+        let _m = self.mounts_lock().await?;
+        let mut table = self.load_mounts().await?;
+        let count = table.count(id);
+        if count > 0 && !force {
+            return Err(Error::new(
+                ErrorKind::Busy,
+                format!("layer {id} is mounted ({count} references); unmount it or force"),
+            ));
+        }
+        let mut dying = record.clone();
+        dying.incomplete = true;
+        self.save_record(&dying).await?;
+        match self.inner.driver.remove(id, force).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => {
+                // Nothing was removed (the driver refused): the layer stays as it was.
+                self.save_record(record).await?;
+                return Err(e);
+            }
+        }
+        if table.forget(id) {
+            self.save_mounts(table).await?;
+        }
+        self.sync_home().await?;
+        self.delete_record(id).await
+    }
+
+    /// The layer's changes against `parent` (its own recorded parent when `None`) as an
+    /// uncompressed OCI layer tar.
+    ///
+    /// The stream holds a shared lock on the layers until it is dropped: the layer cannot be
+    /// removed while it is read (so do not remove layers in the same task while holding it).
+    pub async fn export(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<TarStream> {
+        let lock = self.layers_lock(false).await?;
+        let base = self.base(id, parent).await?;
+        let stream = self.inner.driver.diff(id, base.as_ref()).await?;
+        Ok(Box::pin(Locked {
+            inner: stream,
+            _lock: lock,
+        }))
+    }
+
+    /// The paths that differ between `parent` (the recorded parent when `None`) and the layer.
+    pub async fn changes(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Vec<Change>> {
+        let _lock = self.layers_lock(false).await?;
+        let base = self.base(id, parent).await?;
+        self.inner.driver.changes(id, base.as_ref()).await
+    }
+
+    /// The base to diff `id` against: `parent` if given (it must exist), else the recorded one.
+    async fn base(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Option<LayerId>> {
+        let records = self.load_records().await?;
+        let record = usable(&records, id)?;
+        match parent {
+            None => Ok(record.parent.clone()),
+            Some(p) => match records.get(p) {
+                Some(r) if !r.incomplete => Ok(Some(p.clone())),
+                _ => Err(Error::new(
+                    ErrorKind::ParentNotFound,
+                    format!("layer {p} not found"),
+                )),
+            },
+        }
+    }
+
+    /// Checks a new layer's id, parent and names and writes its record, marked incomplete.
+    /// The caller holds the layers lock exclusively.
+    async fn begin_layer(
+        &self,
+        id: Option<LayerId>,
+        parent: Option<LayerId>,
+        kind: LayerKind,
+        names: Vec<String>,
+    ) -> Result<LayerRecord> {
+        let records = self.load_records().await?;
+        let id = id.unwrap_or_else(LayerId::random);
+        if records.contains_key(&id) {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("layer {id} already exists"),
+            ));
+        }
+        if let Some(p) = &parent {
+            match records.get(p) {
+                Some(r) if !r.incomplete => {}
+                _ => {
+                    return Err(Error::new(
+                        ErrorKind::ParentNotFound,
+                        format!("parent layer {p} not found"),
+                    ));
+                }
+            }
+        }
+        for name in &names {
+            if name.is_empty() {
+                return Err(Error::new(ErrorKind::InvalidInput, "empty layer name"));
+            }
+            if let Some(owner) = records.values().find(|r| r.names.contains(name)) {
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!("name {name:?} is already used by layer {}", owner.id),
+                ));
+            }
+        }
+        let record = LayerRecord {
+            id,
+            parent,
+            kind,
+            created: format_rfc3339(SystemTime::now()),
+            diff_digest: None,
+            size: 0,
+            names,
+            incomplete: true,
+        };
+        self.save_record(&record).await?;
+        Ok(record)
+    }
+
+    /// Makes the layer's files durable, then its record complete.
+    async fn finish_layer(&self, mut record: LayerRecord) -> Result<LayerRecord> {
+        let done = async {
+            self.sync_home().await?;
+            record.incomplete = false;
+            self.save_record(&record).await
+        };
+        match done.await {
+            Ok(()) => Ok(record),
+            Err(e) => {
+                self.abandon(&record.id, true).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives up on a layer being made: removes its data (when the driver has any) and its
+    /// record. A failure here is logged, not returned: the caller is already returning the
+    /// error that matters, and the record, still incomplete, is cleaned at the next open.
+    async fn abandon(&self, id: &LayerId, has_data: bool) {
+        let outcome = if has_data {
+            self.discard(id).await
+        } else {
+            self.delete_record(id).await
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(layer = %id, error = %e, "could not clean up a failed layer; it is removed at the next open");
+        }
+    }
+
+    /// Makes a partly-filled layer empty again: removes it and creates it afresh.
+    async fn reset(&self, record: &LayerRecord) -> Result<()> {
+        let driver = &self.inner.driver;
+        match driver.remove(&record.id, true).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let opts = CreateOpts::default();
+        match record.kind {
+            LayerKind::Container => {
+                driver
+                    .create_rw(&record.id, record.parent.as_ref(), &opts)
+                    .await?
+            }
+            LayerKind::Image => {
+                driver
+                    .create(&record.id, record.parent.as_ref(), &opts)
+                    .await?
+            }
+        }
+        self.sync_home().await?;
+        let mut record = record.clone();
+        record.incomplete = false;
+        self.save_record(&record).await
+    }
+}
+
+/// The record of `id` if it exists and is complete; `NotFound` otherwise.
+pub(crate) fn usable<'a>(
+    records: &'a BTreeMap<LayerId, LayerRecord>,
+    id: &LayerId,
+) -> Result<&'a LayerRecord> {
+    match records.get(id) {
+        Some(r) if !r.incomplete => Ok(r),
+        _ => Err(not_found(id)),
+    }
+}
+
+/// A stream that holds a lock until it is dropped.
+struct Locked {
+    inner: TarStream,
+    _lock: LockGuard,
+}
+
+impl AsyncRead for Locked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.inner.as_mut().poll_read(cx, buf)
+    }
+}

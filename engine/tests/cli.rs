@@ -1,0 +1,583 @@
+//! The `strata` binary end to end: each test has its own root, runroot and config file.
+//!
+//! Tests that need a working storage driver skip (with a printed reason) when this build's
+//! `dir` driver is missing or unsupported here.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_strata");
+
+/// A root of its own; unmounts whatever is still mounted when dropped.
+struct Strata {
+    tmp: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Strata {
+    /// A fresh root using `dir` in `mode`; `None` (after saying why) when it cannot run here.
+    fn new(mode: &str) -> Option<Strata> {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = tmp.path().join("strata.toml");
+        fs::write(
+            &config,
+            format!(
+                "root = \"{0}/root\"\nrunroot = \"{0}/run\"\ndriver = \"dir\"\n\n[drivers.dir]\nmount = \"{mode}\"\n",
+                tmp.path().display()
+            ),
+        )
+        .unwrap();
+        let s = Strata { tmp, config };
+        let drivers: serde_json::Value =
+            serde_json::from_slice(&s.ok(&["--json", "drivers"])).unwrap();
+        let dir = drivers
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == "dir");
+        match dir {
+            Some(d) if d["supported"] == true => Some(s),
+            Some(d) => {
+                eprintln!(
+                    "skipped: the dir driver is not supported here: {}",
+                    d["reason"]
+                );
+                None
+            }
+            None => {
+                eprintln!("skipped: this strata has no dir driver");
+                None
+            }
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("STRATA_DRIVER")
+            .env_remove("STRATA_CONFIG")
+            .env_remove("RUST_LOG");
+        c
+    }
+
+    fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut child = self
+            .cmd(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(bytes) = stdin {
+            child.stdin.take().unwrap().write_all(bytes).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    fn ok(&self, args: &[&str]) -> Vec<u8> {
+        let out = self.run(args, None);
+        assert!(
+            out.status.success(),
+            "strata {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    fn ok_text(&self, args: &[&str]) -> String {
+        String::from_utf8(self.ok(args))
+            .unwrap()
+            .trim_end()
+            .to_string()
+    }
+
+    /// Runs a command that must fail with exit code 1 and one line on stderr; returns it.
+    fn fail(&self, args: &[&str]) -> String {
+        let out = self.run(args, None);
+        assert_eq!(out.status.code(), Some(1), "strata {args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "one line: {err:?}");
+        assert!(err.starts_with("strata: error: "), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    }
+
+    fn import(&self, tar: &Path, parent: Option<&str>, id: &str) -> String {
+        let mut args = vec!["import", "--id", id];
+        if let Some(p) = parent {
+            args.extend(["--parent", p]);
+        }
+        let tar = tar.to_str().unwrap();
+        args.push(tar);
+        self.ok_text(&args)
+    }
+
+    fn ls(&self) -> Vec<serde_json::Value> {
+        serde_json::from_slice::<serde_json::Value>(&self.ok(&["--json", "ls"]))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+impl Drop for Strata {
+    fn drop(&mut self) {
+        // Release every mount this test left, so no mount outlives its temp dir.
+        let Ok(out) = self.cmd(&["--json", "ls"]).output() else {
+            return;
+        };
+        let Ok(serde_json::Value::Array(layers)) = serde_json::from_slice(&out.stdout) else {
+            return;
+        };
+        for layer in layers {
+            let id = layer["id"].as_str().unwrap_or_default().to_string();
+            for _ in 0..layer["mounts"].as_u64().unwrap_or(0) {
+                let _ = self.cmd(&["umount", &id]).output();
+            }
+        }
+    }
+}
+
+enum Entry<'a> {
+    Dir(&'a str),
+    File(&'a str, &'a str),
+    Link(&'a str, &'a str),
+}
+
+/// Writes a tar of `entries` (root-owned, fixed mtime) to `path`, gzip'd if asked.
+fn make_tar(path: &Path, entries: &[Entry<'_>], gzip: bool) {
+    let mut b = tar::Builder::new(Vec::new());
+    for e in entries {
+        let mut h = tar::Header::new_ustar();
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        match e {
+            Entry::Dir(name) => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                b.append_data(&mut h, name, std::io::empty()).unwrap();
+            }
+            Entry::File(name, body) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(0o644);
+                h.set_size(body.len() as u64);
+                b.append_data(&mut h, name, body.as_bytes()).unwrap();
+            }
+            Entry::Link(name, target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                h.set_size(0);
+                b.append_link(&mut h, name, target).unwrap();
+            }
+        }
+    }
+    let bytes = b.into_inner().unwrap();
+    if gzip {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&bytes).unwrap();
+        fs::write(path, gz.finish().unwrap()).unwrap();
+    } else {
+        fs::write(path, bytes).unwrap();
+    }
+}
+
+/// A tree as comparable data: path → "dir 755", "file 644 <content>", "link -> target".
+fn tree(root: &Path) -> BTreeMap<String, String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        let mut entries: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let path = e.path();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let mode = meta.permissions().mode() & 0o7777;
+            if meta.file_type().is_symlink() {
+                out.insert(
+                    rel,
+                    format!("link -> {}", fs::read_link(&path).unwrap().display()),
+                );
+            } else if meta.is_dir() {
+                out.insert(rel, format!("dir {mode:o}"));
+                walk(root, &path, out);
+            } else {
+                out.insert(
+                    rel,
+                    format!(
+                        "file {mode:o} {}",
+                        String::from_utf8_lossy(&fs::read(&path).unwrap())
+                    ),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// A base layer and a child that modifies, deletes, and makes a directory opaque.
+fn two_layers(s: &Strata) {
+    let base = s.path("base.tar.gz");
+    make_tar(
+        &base,
+        &[
+            Entry::Dir("etc/"),
+            Entry::File("etc/hosts", "127.0.0.1 old\n"),
+            Entry::File("etc/passwd", "root:x:0:0\n"),
+            Entry::Dir("data/"),
+            Entry::File("data/keep", "keep"),
+            Entry::Dir("opq/"),
+            Entry::File("opq/x", "x"),
+            Entry::File("opq/y", "y"),
+            Entry::Link("etc/link", "hosts"),
+        ],
+        true,
+    );
+    let child = s.path("child.tar");
+    make_tar(
+        &child,
+        &[
+            Entry::Dir("etc/"),
+            Entry::File("etc/hosts", "127.0.0.1 new\n"),
+            Entry::File("etc/.wh.passwd", ""),
+            Entry::Dir("opq/"),
+            Entry::File("opq/.wh..wh..opq", ""),
+            Entry::File("opq/z", "z"),
+            Entry::File("new", "fresh"),
+        ],
+        false,
+    );
+    assert_eq!(s.import(&base, None, "base"), "base");
+    assert_eq!(s.import(&child, Some("base"), "child"), "child");
+}
+
+fn expected_child_view() -> BTreeMap<String, String> {
+    [
+        ("data", "dir 755"),
+        ("data/keep", "file 644 keep"),
+        ("etc", "dir 755"),
+        ("etc/hosts", "file 644 127.0.0.1 new\n"),
+        ("etc/link", "link -> hosts"),
+        ("new", "file 644 fresh"),
+        ("opq", "dir 755"),
+        ("opq/z", "file 644 z"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+fn check_merged_view(mode: &str) {
+    let Some(s) = Strata::new(mode) else { return };
+    two_layers(&s);
+    let path = PathBuf::from(s.ok_text(&["mount", "child"]));
+    assert!(path.is_absolute());
+    assert_eq!(tree(&path), expected_child_view());
+    s.ok(&["umount", "child"]);
+    assert_eq!(
+        s.ls()
+            .iter()
+            .map(|l| l["mounts"].as_u64().unwrap())
+            .sum::<u64>(),
+        0
+    );
+}
+
+#[test]
+fn merged_view_of_a_child_copy_mode() {
+    check_merged_view("copy");
+}
+
+#[test]
+fn merged_view_of_a_child_fuse_mode() {
+    if !Path::new("/dev/fuse").exists() {
+        eprintln!("skipped: no /dev/fuse");
+        return;
+    }
+    check_merged_view("fuse");
+}
+
+#[test]
+fn export_and_reimport_elsewhere_gives_the_same_tree() {
+    let Some(a) = Strata::new("copy") else { return };
+    two_layers(&a);
+    let base_tar = a.path("base-export.tar");
+    a.ok(&["export", "base", "-o", base_tar.to_str().unwrap()]);
+    // To a pipe, without -o.
+    let child_tar = a.ok(&["export", "child"]);
+    let names: Vec<String> = tar::Archive::new(child_tar.as_slice())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.ends_with("etc/.wh.passwd")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.ends_with("opq/.wh..wh..opq")),
+        "{names:?}"
+    );
+    assert!(!names.iter().any(|n| n.ends_with("data/keep")), "{names:?}");
+
+    let Some(b) = Strata::new("copy") else { return };
+    b.import(&base_tar, None, "base2");
+    let out = b.run(
+        &["import", "--parent", "base2", "--id", "child2", "-"],
+        Some(&child_tar),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), "child2");
+
+    let pa = PathBuf::from(a.ok_text(&["mount", "child"]));
+    let pb = PathBuf::from(b.ok_text(&["mount", "child2"]));
+    assert_eq!(tree(&pa), tree(&pb));
+    a.ok(&["umount", "child"]);
+    b.ok(&["umount", "child2"]);
+
+    // The diff digest of the re-exported child is the digest of what was imported.
+    let digest_b = b.ls().into_iter().find(|l| l["id"] == "child2").unwrap()["diff_digest"].clone();
+    assert!(digest_b.as_str().unwrap().starts_with("sha256:"));
+}
+
+#[test]
+fn changes_lines_like_docker_diff() {
+    let Some(s) = Strata::new("copy") else { return };
+    two_layers(&s);
+    let text = s.ok_text(&["changes", "child"]);
+    let lines: Vec<&str> = text.lines().collect();
+    for want in [
+        "C /etc/hosts",
+        "D /etc/passwd",
+        "A /new",
+        "A /opq/z",
+        "D /opq/x",
+        "D /opq/y",
+    ] {
+        assert!(lines.contains(&want), "{want} in {lines:?}");
+    }
+    assert!(!lines.iter().any(|l| l.contains("/data")), "{lines:?}");
+}
+
+#[test]
+fn ls_info_and_drivers_json_shapes() {
+    let Some(s) = Strata::new("copy") else { return };
+    two_layers(&s);
+    let layers = s.ls();
+    assert_eq!(layers.len(), 2);
+    for l in &layers {
+        for key in [
+            "id",
+            "parent",
+            "kind",
+            "size",
+            "created",
+            "mounts",
+            "incomplete",
+        ] {
+            assert!(l.get(key).is_some(), "{key} missing in {l}");
+        }
+        assert_eq!(l["kind"], "image");
+        assert_eq!(l["incomplete"], false);
+        assert!(l["size"].is_u64() && l["mounts"].is_u64());
+        assert!(l["created"].as_str().unwrap().ends_with('Z'));
+    }
+    let base = layers.iter().find(|l| l["id"] == "base").unwrap();
+    assert!(base["parent"].is_null());
+    let child = layers.iter().find(|l| l["id"] == "child").unwrap();
+    assert_eq!(child["parent"], "base");
+
+    let _path = s.ok_text(&["mount", "child"]);
+    let child = s.ls().into_iter().find(|l| l["id"] == "child").unwrap();
+    assert_eq!(child["mounts"], 1);
+    s.ok(&["umount", "child"]);
+
+    let info: serde_json::Value = serde_json::from_slice(&s.ok(&["--json", "info"])).unwrap();
+    assert_eq!(info["driver"], "dir");
+    assert_eq!(info["layers"], 2);
+    assert_eq!(info["root"], s.path("root").display().to_string());
+    assert_eq!(info["runroot"], s.path("run").display().to_string());
+    assert!(info["status"].is_array());
+
+    let drivers: serde_json::Value = serde_json::from_slice(&s.ok(&["--json", "drivers"])).unwrap();
+    for d in drivers.as_array().unwrap() {
+        for key in ["name", "source", "supported", "reason", "capabilities"] {
+            assert!(d.get(key).is_some(), "{key} missing in {d}");
+        }
+        assert!(d["source"] == "builtin" || d["source"] == "plugin");
+    }
+
+    let table = s.ok_text(&["ls"]);
+    let header = table.lines().next().unwrap();
+    assert_eq!(
+        header.split_whitespace().collect::<Vec<_>>(),
+        ["ID", "PARENT", "SIZE", "CREATED", "MOUNTS"]
+    );
+    assert_eq!(table.lines().count(), 3);
+}
+
+#[test]
+fn rm_refuses_a_parent_with_children() {
+    let Some(s) = Strata::new("copy") else { return };
+    two_layers(&s);
+    s.fail(&["rm", "base"]);
+    s.fail(&["rm", "--force", "base"]);
+    s.ok(&["rm", "child"]);
+    s.ok(&["rm", "base"]);
+    assert!(s.ls().is_empty());
+    s.fail(&["rm", "base"]);
+}
+
+#[test]
+fn rm_of_a_mounted_layer_is_busy_unless_forced() {
+    let Some(s) = Strata::new("copy") else { return };
+    let id = s.ok_text(&["create", "--rw"]);
+    assert_eq!(id.len(), 64);
+    let path = PathBuf::from(s.ok_text(&["mount", &id]));
+    fs::write(path.join("written"), b"w").unwrap();
+    // Mounted twice: refcounted.
+    s.ok(&["mount", &id]);
+    assert_eq!(s.ls()[0]["mounts"], 2);
+    s.fail(&["rm", &id]);
+    s.ok(&["rm", "--force", &id]);
+    assert!(s.ls().is_empty());
+}
+
+#[test]
+fn create_then_apply_once() {
+    let Some(s) = Strata::new("copy") else { return };
+    assert_eq!(s.ok_text(&["create", "--id", "empty"]), "empty");
+    let tar = s.path("t.tar");
+    make_tar(&tar, &[Entry::File("hello", "world")], false);
+    s.ok(&["apply", "empty", tar.to_str().unwrap()]);
+    let rec = s.ls().remove(0);
+    assert!(rec["diff_digest"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(rec["size"], 5);
+    s.fail(&["apply", "empty", tar.to_str().unwrap()]);
+    let path = PathBuf::from(s.ok_text(&["mount", "empty"]));
+    assert_eq!(fs::read(path.join("hello")).unwrap(), b"world");
+    s.ok(&["umount", "empty"]);
+}
+
+#[test]
+fn a_bad_tar_leaves_no_layer() {
+    let Some(s) = Strata::new("copy") else { return };
+    let junk = s.path("junk.tar.gz");
+    fs::write(&junk, [0x1f, 0x8b, 0x08, 0x00, 0xff, 0xff, 0xff, 0xff]).unwrap();
+    s.fail(&["import", "--id", "junk", junk.to_str().unwrap()]);
+    assert!(s.ls().is_empty());
+    assert!(!s.path("root/dir/diff/junk").exists());
+}
+
+#[test]
+fn user_errors_are_one_line() {
+    let Some(s) = Strata::new("copy") else { return };
+    s.fail(&["mount", "nope"]);
+    s.fail(&["rm", "../etc"]);
+    s.fail(&["create", "--parent", "nope"]);
+    s.fail(&["import", "/no/such/file.tar"]);
+    s.fail(&["--driver", "zfs", "ls"]);
+    s.fail(&["--driver", "overlay", "ls"]);
+}
+
+#[test]
+fn config_and_usage_errors() {
+    // No driver needed: these fail before one is chosen.
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.toml");
+    fs::write(&bad, "[drivers.dir]\nmout = \"fuse\"\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&bad)
+        .arg("ls")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("drivers.dir.mout") && err.contains("bad.toml"),
+        "{err}"
+    );
+
+    let out = Command::new(BIN).arg("frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(BIN)
+        .args(["--config", "/no/such/strata.toml", "ls"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn concurrent_writers_from_two_processes() {
+    let Some(s) = Strata::new("copy") else { return };
+    let mut children = Vec::new();
+    for i in 0..4 {
+        let tar = s.path(&format!("t{i}.tar"));
+        let name = format!("f{i}");
+        make_tar(&tar, &[Entry::File(&name, "x")], false);
+        let id = format!("layer{i}");
+        children.push(
+            s.cmd(&["import", "--id", &id, tar.to_str().unwrap()])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let layers = s.ls();
+    assert_eq!(layers.len(), 4);
+    assert!(layers.iter().all(|l| l["incomplete"] == false));
+}
+
+#[test]
+fn strata_driver_env_and_flag_override_the_config() {
+    let Some(s) = Strata::new("copy") else { return };
+    let out = s
+        .cmd(&["ls"])
+        .env("STRATA_DRIVER", "nosuch")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let out = s
+        .cmd(&["--driver", "dir", "ls"])
+        .env("STRATA_DRIVER", "nosuch")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
