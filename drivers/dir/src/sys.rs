@@ -351,8 +351,10 @@ impl Copier {
         // O_NONBLOCK: if a fifo was swapped in since the caller looked, opening must not hang.
         let src_flags =
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
-        let src = rfs::openat(src_dir, name, src_flags, Mode::empty())
-            .map_err(|e| os("open", src_path, e))?;
+        let src = match rfs::openat(src_dir, name, src_flags, Mode::empty()) {
+            Err(Errno::ACCESS) if !self.root => open_as_owner(src_dir, name, src_flags, src_path)?,
+            other => other.map_err(|e| os("open", src_path, e))?,
+        };
         // The metadata copied is the open file's, so it matches the contents copied.
         let meta = fstat(src.as_fd(), src_path)?;
         if meta.kind() != Kind::File {
@@ -475,6 +477,34 @@ impl Copier {
         }
         Ok(())
     }
+}
+
+/// Opens a file its owner may not read (mode 0222, say) for reading, as an unprivileged owner:
+/// the file is pinned with `O_PATH`, given `u+r` through its procfs link, reopened through the
+/// same link (the very inode pinned, whatever happens to its name), and its mode put back.
+/// Root needs none of this; anyone else's file stays unreadable (`chmod` fails).
+fn open_as_owner(dir: BorrowedFd<'_>, name: &OsStr, flags: OFlags, path: &Path) -> Result<OwnedFd> {
+    let pinned = rfs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| os("open", path, e))?;
+    let meta = fstat(pinned.as_fd(), path)?;
+    if meta.kind() != Kind::File {
+        return Err(os("open", path, Errno::ACCESS));
+    }
+    let link = PathBuf::from(format!("/proc/self/fd/{}", pinned.as_raw_fd()));
+    rfs::chmod(&link, Mode::from_raw_mode(meta.perm() | 0o400))
+        .map_err(|e| os("chmod", path, e))?;
+    let opened =
+        rfs::open(&link, flags - OFlags::NOFOLLOW, Mode::empty()).map_err(|e| os("open", path, e));
+    let restored =
+        rfs::chmod(&link, Mode::from_raw_mode(meta.perm())).map_err(|e| os("chmod", path, e));
+    let fd = opened?;
+    restored?;
+    Ok(fd)
 }
 
 fn uid(n: u32) -> rfs::Uid {
