@@ -219,7 +219,12 @@ impl Layout {
             // The new layer's view starts equal to its parent's, root attributes included.
             let src = sys::open_dir(&self.diff(p))?;
             let dst = sys::open_dir(&staging)?;
-            sys::Copier::new().copy_dir_meta(src.as_fd(), dst.as_fd(), &self.diff(p), &staging)?;
+            crate::copy::Copier::new().copy_dir_meta(
+                src.as_fd(),
+                dst.as_fd(),
+                &self.diff(p),
+                &staging,
+            )?;
         }
         let diff = self.diff(id);
         fs::rename(&staging, &diff).map_err(|e| Error::os("rename", &staging, e))?;

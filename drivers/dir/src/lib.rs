@@ -36,6 +36,7 @@
 
 mod changes;
 mod config;
+mod copy;
 mod driver;
 mod fold;
 mod layout;
