@@ -29,8 +29,9 @@
 //! Every file is written atomically and every tree built under a dot-name and renamed into
 //! place; [`DirDriver::new`] sweeps what a crash left (see the `layout` module). A fold never touches
 //! the previous diff until one `RENAME_EXCHANGE` swaps the new one in (see the `fold` module).
-//! `new` must therefore not run while another process works in the same home: the engine's
-//! lock sees to that.
+//! The sweep runs only when no other instance has the home open (a shared `flock` on
+//! `<home>/lock` that every instance holds for its life), so it never mistakes another
+//! process's work in progress for a crash's leftovers.
 
 #![deny(missing_docs)]
 
@@ -71,11 +72,15 @@ struct Inner {
     layout: layout::Layout,
     mounts: mounts::Mounts,
     mode: MountMode,
+    /// `<home>/lock`, held shared while this instance lives.
+    _lock: std::fs::File,
 }
 
 impl DirDriver {
     /// Opens the driver in `home` (`<root>/dir`), creating it (0700) and its subdirectories if
-    /// needed, and clearing what a crashed operation left behind.
+    /// needed, and, when no other instance has the home open (in this process or another),
+    /// clearing what a crashed operation left behind. The instance holds `<home>/lock` shared
+    /// until it is dropped.
     ///
     /// `MountMode::Fuse` is `NotSupported` in this version; `Auto` resolves to `Copy`.
     pub fn new(home: PathBuf, config: Config) -> Result<DirDriver> {
@@ -89,12 +94,13 @@ impl DirDriver {
             MountMode::Copy | MountMode::Auto => MountMode::Copy,
         };
         let layout = layout::Layout::open(home)?;
-        layout.sweep()?;
+        let lock = layout.attach()?;
         Ok(DirDriver {
             inner: Arc::new(Inner {
                 layout,
                 mounts: mounts::Mounts::default(),
                 mode,
+                _lock: lock,
             }),
         })
     }
