@@ -398,6 +398,42 @@ pub async fn run_case(factory: &Factory, case: &Case, opts: &Options) -> CaseRes
 }
 
 async fn run_case_inner(factory: &Factory, case: &Case, opts: &Options) -> Outcome {
+    let run = case.run;
+    let timeout = opts.timeout;
+    with_harness(factory, case.needs, opts, move |harness| async move {
+        let h = harness.clone();
+        let task = tokio::spawn(async move { run(&h).await });
+        let abort = task.abort_handle();
+        match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(Ok(()))) => Outcome::Passed,
+            Ok(Ok(Err(f))) => f.into_outcome(),
+            Ok(Err(join)) if join.is_panic() => {
+                let payload = join.into_panic();
+                Outcome::Failed(format!("panicked: {}", panic_text(&*payload)))
+            }
+            Ok(Err(join)) => Outcome::Failed(format!("case task failed: {join}")),
+            Err(_) => {
+                abort.abort();
+                Outcome::Failed(format!("timed out after {timeout:?}"))
+            }
+        }
+    })
+    .await
+}
+
+/// Sets up a fresh case directory and driver, checks `needs`, runs `body` (which must not
+/// panic: callers spawn what might), and cleans up: `cleanup()`, leftover mounts, the
+/// directory. Problems in cleanup turn the outcome into a failure.
+pub(crate) async fn with_harness<F, Fut>(
+    factory: &Factory,
+    needs: Needs,
+    opts: &Options,
+    body: F,
+) -> Outcome
+where
+    F: FnOnce(Arc<Harness>) -> Fut,
+    Fut: Future<Output = Outcome>,
+{
     let tmp = match make_case_dir(opts) {
         Ok(t) => t,
         Err(e) => return Outcome::Failed(format!("making the case's temporary directory: {e}")),
@@ -417,7 +453,7 @@ async fn run_case_inner(factory: &Factory, case: &Case, opts: &Options) -> Outco
         }
     };
     let privileges = Privileges::detect();
-    if let Some(why) = case.needs.unmet(&driver.capabilities(), &privileges) {
+    if let Some(why) = needs.unmet(&driver.capabilities(), &privileges) {
         let outcome = match driver.cleanup().await {
             Ok(()) => Outcome::Skipped(why),
             Err(e) => Outcome::Failed(format!("cleanup of an unused driver: {e}")),
@@ -436,23 +472,7 @@ async fn run_case_inner(factory: &Factory, case: &Case, opts: &Options) -> Outco
         abandoned: Mutex::new(Vec::new()),
     });
 
-    let run = case.run;
-    let h = harness.clone();
-    let task = tokio::spawn(async move { run(&h).await });
-    let abort = task.abort_handle();
-    let outcome = match tokio::time::timeout(opts.timeout, task).await {
-        Ok(Ok(Ok(()))) => Outcome::Passed,
-        Ok(Ok(Err(f))) => f.into_outcome(),
-        Ok(Err(join)) if join.is_panic() => {
-            let payload = join.into_panic();
-            Outcome::Failed(format!("panicked: {}", panic_text(&*payload)))
-        }
-        Ok(Err(join)) => Outcome::Failed(format!("case task failed: {join}")),
-        Err(_) => {
-            abort.abort();
-            Outcome::Failed(format!("timed out after {:?}", opts.timeout))
-        }
-    };
+    let outcome = body(harness.clone()).await;
 
     // Clean up: the current instance, then whatever mounts are left under our directory.
     let driver = harness.driver();

@@ -59,6 +59,7 @@
 
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod cases;
 mod check;
 pub mod fixtures;

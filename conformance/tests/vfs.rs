@@ -310,3 +310,17 @@ async fn the_suite_catches_broken_drivers() {
         "defects the suite did not catch: {escaped:#?}"
     );
 }
+
+/// Graphtest's benchmarks run end to end (one iteration each) and report a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn benchmarks_run() {
+    use strata_conformance::{Options, Outcome, bench, factory};
+    let f = factory(|home: &Path| Ok(Arc::new(Vfs::new(home)?) as Arc<dyn Driver>));
+    let results = bench::bench(&f, &Options::default(), Some(1), &mut |_| {}).await;
+    assert_eq!(results.len(), bench::benches().len());
+    for r in &results {
+        assert_eq!(r.outcome, Outcome::Passed, "{}", r.line());
+        assert!(r.total > std::time::Duration::ZERO, "{}", r.line());
+    }
+    eprintln!("{}", bench::table(&results));
+}
