@@ -50,7 +50,7 @@
 //!   read-only.
 //! - `deep_layer_read_N` stacks N layers on a base, as graphtest does: a chain of N + 1.
 //!   `deep_layer_read_max` reads a chain of exactly the driver's `max_depth`, or of
-//!   [`cases::graphtest::UNBOUNDED_DEPTH`] (500, overlayfs's limit) for an unbounded driver.
+//!   [`cases::graphtest::UNBOUNDED_DEPTH`] (256, twice overlay2's limit) for an unbounded driver.
 //! - Stacks are compared with a flat directory that received the same steps ([`ops::Flat`],
 //!   [`tree`]): types, contents, modes, owners, xattrs and hardlink structure; times only in
 //!   round trips through a tar.
@@ -157,6 +157,7 @@ case_table! { $
     diff_apply_10 => graphtest::diff_apply_10, ANY;
     diff_apply_1000 => graphtest::diff_apply_1000, ANY;
     changes_20 => graphtest::changes_20, ANY;
+    changes_kinds => graphtest::changes_kinds, ANY;
 
     basic_stacking => snapshotter::basic_stacking, ANY;
     transitivity => snapshotter::transitivity, ANY;
@@ -186,6 +187,7 @@ case_table! { $
     diff_deterministic => roundtrip::diff_deterministic, ANY;
     apply_size_and_diff_size => roundtrip::apply_size_and_diff_size, ANY;
     apply_failing_stream => roundtrip::apply_failing_stream, ANY;
+    diff_holds_only_changes => roundtrip::diff_holds_only_changes, ANY;
 
     hostile_dotdot => hostile::hostile_dotdot, ANY;
     hostile_absolute => hostile::hostile_absolute, ANY;

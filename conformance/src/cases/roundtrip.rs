@@ -142,7 +142,20 @@ pub async fn metadata_roundtrip_apply(h: &Harness) -> Result<(), Failure> {
     };
     let want = with_mounted(&*d, &a, move |root| {
         verify_entries(root, &spec, how)?;
-        tree::snapshot(root)
+        let tree = tree::snapshot(root)?;
+        // Exactly the tar's paths: nothing the driver keeps for itself shows in a view.
+        let mut expected: std::collections::BTreeSet<std::path::PathBuf> = spec
+            .iter()
+            .map(|e| std::path::Path::new("/").join(String::from_utf8_lossy(&e.path).as_ref()))
+            .collect();
+        expected.insert("/".into());
+        let got: std::collections::BTreeSet<_> = tree.keys().cloned().collect();
+        let extra: Vec<_> = got.difference(&expected).collect();
+        ensure!(
+            extra.is_empty(),
+            "the view holds paths the tar did not: {extra:?}"
+        );
+        Ok(tree)
     })
     .await
     .ctx("the applied layer against the tar")?;
@@ -431,4 +444,63 @@ impl tokio::io::AsyncRead for FailAfter {
         self.pos = end;
         std::task::Poll::Ready(Ok(()))
     }
+}
+
+/// `diff(child, parent)` holds the child's changes and nothing else of the image: the
+/// changed files, the whiteout of a deleted one, and at most their parent directories.
+pub async fn diff_holds_only_changes(h: &Harness) -> Result<(), Failure> {
+    let d = h.driver();
+    let (base, child) = (id("base"), id("child"));
+    d.create_rw(&base, None, &CreateOpts::default())
+        .await
+        .ctx("create base")?;
+    crate::fixtures::add_many_files(&*d, &base, 250, 3).await?;
+    ops::rw_layer(
+        &*d,
+        &child,
+        Some(&base),
+        &[
+            Op::File("directory-100/file-150", b"changed".to_vec(), 0o755),
+            file("directory-200/new", "new", 0o644),
+            Op::RemoveAll("directory-0/file-7"),
+        ],
+    )
+    .await?;
+    let names: Vec<String> = tar_names(&diff_bytes(&*d, &child, Some(&base)).await?)?
+        .into_iter()
+        .map(|n| n.trim_start_matches("./").trim_end_matches('/').to_string())
+        .collect();
+    let must = [
+        "directory-100/file-150",
+        "directory-200/new",
+        "directory-0/.wh.file-7",
+    ];
+    let may = ["directory-100", "directory-200", "directory-0"];
+    for m in must {
+        ensure!(
+            names.iter().any(|n| n == m),
+            "diff(child, base) lacks {m}: {names:?}"
+        );
+    }
+    let extra: Vec<&String> = names
+        .iter()
+        .filter(|n| !must.contains(&n.as_str()) && !may.contains(&n.as_str()) && !n.is_empty())
+        .collect();
+    ensure!(
+        extra.is_empty(),
+        "diff(child, base) holds unchanged paths: {extra:?}"
+    );
+    let changes = d.changes(&base, None).await.ctx("changes(base, none)")?;
+    ensure!(
+        changes
+            .iter()
+            .all(|c| c.kind == strata_driver_api::ChangeKind::Add),
+        "changes of a base layer must all be Add"
+    );
+    ensure_eq!(
+        changes.len(),
+        250 + 3,
+        "changes(base, none): 250 files in 3 directories"
+    );
+    Ok(())
 }
