@@ -198,6 +198,7 @@ case_table! { $
     hostile_truncated => hostile::hostile_truncated, ANY;
     hostile_huge_headers => hostile::hostile_huge_headers, ANY;
     hostile_duplicates => hostile::hostile_duplicates, ANY;
+    hostile_metadata => hostile::hostile_metadata, ANY;
 }
 
 #[cfg(test)]

@@ -301,7 +301,31 @@ pub async fn hostile_symlinks(h: &Harness) -> Result<(), Failure> {
             ],
         ),
     ];
-    for (name, entries) in anything {
+    let anything2: Vec<(&str, Vec<Entry>)> = vec![
+        // CVE-2025-47290: a directory swapped for a symlink mid-archive.
+        (
+            "dir-swapped-for-symlink",
+            vec![
+                Entry::dir("foo"),
+                Entry::dir("foo/canary-dir"),
+                Entry::file("foo/canary-dir/a", "a"),
+                Entry::symlink("foo", &out),
+                Entry::file("foo/canary-dir/x", "pwned"),
+                Entry::dir("foo").mode(0o777),
+            ],
+        ),
+        // CVE-2021-32760: a chmod-bearing entry over a hardlink to a symlink to outside.
+        (
+            "chmod-through-link",
+            vec![
+                Entry::symlink("s", format!("{out}/canary")),
+                Entry::hardlink("hl", "s"),
+                Entry::file("hl", "x").mode(0o777),
+                Entry::dir("s").mode(0o777),
+            ],
+        ),
+    ];
+    for (name, entries) in anything.into_iter().chain(anything2) {
         attempt(&*d, &g, name, make_tar(&entries), Expect::Any).await?;
     }
     let replaced: Vec<(&str, Vec<Entry>, &str)> = vec![
@@ -608,6 +632,77 @@ pub async fn hostile_huge_headers(h: &Harness) -> Result<(), Failure> {
     attempt(&*d, &g, "gnu-longname-2mib", long, Expect::Reject).await?;
     let long_path = make_tar(&[Entry::file(format!("{}/f", "d".repeat(5000)), "x")]);
     attempt(&*d, &g, "path-5000", long_path, Expect::Fail).await?;
+    Ok(())
+}
+
+/// Absurd metadata: owners of 2^32-1 and beyond and over-long xattr names or values are
+/// InvalidArchive (no wrap-around to 0); far-future mtimes and type bits in the mode field are
+/// taken in stride; a mode-0 directory still gets its children.
+pub async fn hostile_metadata(h: &Harness) -> Result<(), Failure> {
+    let d = h.driver();
+    let g = Guard::new(h, &*d).await?;
+    let rejects: Vec<(&str, Entry)> = vec![
+        ("uid-max", Entry::file("f", "x").owner(u32::MAX as u64, 0)),
+        ("gid-2-32", Entry::file("f", "x").owner(0, 1 << 32)),
+        (
+            "xattr-name-256",
+            Entry::file("f", "x").xattr(&format!("user.{}", "n".repeat(251)), "v"),
+        ),
+        (
+            "xattr-value-65k",
+            Entry::file("f", "x").xattr("user.big", vec![b'v'; 65 * 1024 + 1]),
+        ),
+    ];
+    for (name, e) in rejects {
+        attempt(&*d, &g, name, make_tar(&[e]), Expect::Reject).await?;
+    }
+    let year_3000 = 32_503_680_000;
+    let kept = attempt(
+        &*d,
+        &g,
+        "odd-but-fine",
+        make_tar(&[
+            Entry::file("future", "f").mtime(year_3000),
+            Entry::file("typebits", "t").mode(0o170_755),
+            Entry::dir("locked").mode(0o000),
+            Entry::file("locked/inside", "i"),
+        ]),
+        Expect::Accept,
+    )
+    .await?
+    .expect("accepted");
+    let root_user = h.privileges().root;
+    let (mode, typebits, inside) = with_mounted(&*d, &kept, move |root| {
+        let mode = std::fs::symlink_metadata(root.join("locked"))
+            .ctx("lstat locked")?
+            .mode()
+            & 0o7777;
+        let tb = std::fs::symlink_metadata(root.join("typebits")).ctx("lstat typebits")?;
+        let inside = if root_user {
+            Some(std::fs::read(root.join("locked/inside")).ctx("read locked/inside")?)
+        } else {
+            None
+        };
+        Ok((mode, (tb.is_file(), tb.mode() & 0o7777), inside))
+    })
+    .await?;
+    ensure_eq!(mode, 0, "mode of a mode-0 directory after its children");
+    ensure_eq!(
+        typebits,
+        (true, 0o755),
+        "a file whose mode field carries type bits"
+    );
+    if let Some(inside) = inside {
+        ensure_eq!(inside, b"i".to_vec(), "the child of a mode-0 directory");
+    }
+    attempt(
+        &*d,
+        &g,
+        "pax-mtime-1e300",
+        make_tar(&[Entry::file("f", "x").pax("mtime", "1e300")]),
+        Expect::InRootOrReject,
+    )
+    .await?;
     Ok(())
 }
 
