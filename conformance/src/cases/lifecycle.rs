@@ -33,6 +33,27 @@ async fn read_file(
     .await
 }
 
+/// A snapshot of the driver's home after one layer was made (so state a driver creates
+/// lazily exists), to show later that refused calls left nothing behind.
+async fn warm_home(h: &Harness) -> Result<crate::tree::Tree, Failure> {
+    let d = h.driver();
+    d.create(&id("warm"), None, &CreateOpts::default())
+        .await
+        .ctx("create warm")?;
+    let home = h.home().to_path_buf();
+    blocking(move || crate::tree::snapshot(&home)).await
+}
+
+async fn home_unchanged(
+    h: &Harness,
+    before: &crate::tree::Tree,
+    what: &str,
+) -> Result<(), Failure> {
+    let home = h.home().to_path_buf();
+    let now = blocking(move || crate::tree::snapshot(&home)).await?;
+    crate::tree::ensure_same(&now, before, crate::tree::Compare::FLAT, what)
+}
+
 /// name() is usable as a directory name; status() has no empty keys.
 pub async fn name_and_status(h: &Harness) -> Result<(), Failure> {
     let d = h.driver();
@@ -144,6 +165,7 @@ pub async fn create_exists(h: &Harness) -> Result<(), Failure> {
 /// A missing parent is ParentNotFound, for both kinds, and leaves nothing behind.
 pub async fn create_missing_parent(h: &Harness) -> Result<(), Failure> {
     let d = h.driver();
+    let before = warm_home(h).await?;
     let child = id("child");
     let ghost = id("ghost");
     let none = CreateOpts::default();
@@ -165,6 +187,7 @@ pub async fn create_missing_parent(h: &Harness) -> Result<(), Failure> {
         !d.exists(&child).await.ctx("exists")?,
         "a failed create_rw left the layer behind"
     );
+    home_unchanged(h, &before, "the home after refused creates").await?;
     d.create(&child, None, &none)
         .await
         .ctx("create the id after the failures")?;
@@ -174,6 +197,7 @@ pub async fn create_missing_parent(h: &Harness) -> Result<(), Failure> {
 /// `opts.size` on an image layer is InvalidInput and leaves nothing behind.
 pub async fn create_image_with_size(h: &Harness) -> Result<(), Failure> {
     let d = h.driver();
+    let before = warm_home(h).await?;
     let a = id("sized");
     expect_kind(
         d.create(&a, None, &size_opts(1 << 20)).await,
@@ -184,12 +208,14 @@ pub async fn create_image_with_size(h: &Harness) -> Result<(), Failure> {
         !d.exists(&a).await.ctx("exists")?,
         "a refused create left the layer behind"
     );
+    home_unchanged(h, &before, "the home after refused creates").await?;
     Ok(())
 }
 
 /// An unknown storage option is InvalidInput for both kinds and leaves nothing behind.
 pub async fn unknown_storage_opt(h: &Harness) -> Result<(), Failure> {
     let d = h.driver();
+    let before = warm_home(h).await?;
     let a = id("opts");
     let opts = CreateOpts {
         storage_opts: BTreeMap::from([("strata-conformance-no-such-option".into(), "1".into())]),
@@ -209,12 +235,14 @@ pub async fn unknown_storage_opt(h: &Harness) -> Result<(), Failure> {
         !d.exists(&a).await.ctx("exists")?,
         "a refused create left the layer behind"
     );
+    home_unchanged(h, &before, "the home after refused creates").await?;
     Ok(())
 }
 
 /// Without quota, `opts.size` on a writable layer is NotSupported and leaves nothing behind.
 pub async fn rw_size_not_supported(h: &Harness) -> Result<(), Failure> {
     let d = h.driver();
+    let before = warm_home(h).await?;
     let a = id("sized");
     expect_kind(
         d.create_rw(&a, None, &size_opts(50 << 20)).await,
@@ -225,6 +253,7 @@ pub async fn rw_size_not_supported(h: &Harness) -> Result<(), Failure> {
         !d.exists(&a).await.ctx("exists")?,
         "a refused create_rw left the layer behind"
     );
+    home_unchanged(h, &before, "the home after refused creates").await?;
     Ok(())
 }
 
