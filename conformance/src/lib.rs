@@ -28,6 +28,10 @@
 //!   [`CaseResult::line`] for each case (`<name> ... ok`, `... FAILED: why`,
 //!   `... skipped: why`) and the [`Summary`] as the closing `N passed, N failed, N skipped`.
 //!
+//! - [`bench::bench`] runs graphtest's nine benchmarks against any driver (a fresh driver
+//!   each) and [`bench::table`] prints them; `cargo bench -p strata-conformance` does so for the
+//!   built-in drivers (`benches/graphbench.rs`).
+//!
 //! # The harness
 //!
 //! Each case gets a fresh driver from a [`Factory`] (`Fn(&Path) -> Result<Arc<dyn Driver>>`)
