@@ -137,7 +137,8 @@ pub fn header(name: &[u8], typeflag: u8, mode: u32, size: u64, link: &[u8]) -> t
     h.set_mode(mode);
     h.set_size(size);
     h.set_mtime(1_600_000_000);
-    h.set_entry_type(tar::EntryType::new(typeflag));
+    // Raw, so that `\0` stays `\0` (the crate writes `0` for it).
+    h.as_mut_bytes()[156] = typeflag;
     let l = link.len().min(100);
     h.as_old_mut().linkname[..l].copy_from_slice(&link[..l]);
     h

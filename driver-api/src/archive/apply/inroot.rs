@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, ResolveFlags};
 use rustix::io::Errno;
 
+use super::names;
+
 use crate::{Error, ErrorKind, Result};
 
 /// How often an `openat2` that failed with `EAGAIN` (a rename or mount raced somewhere on the
@@ -105,8 +107,18 @@ impl Root {
         rel: &[u8],
         oflags: OFlags,
     ) -> std::result::Result<OwnedFd, Errno> {
+        self.openat2(rel, oflags, ResolveFlags::empty())
+    }
+
+    /// `openat2(root, rel, IN_ROOT | NO_MAGICLINKS | extra)`, retried on `EAGAIN`.
+    fn openat2(
+        &self,
+        rel: &[u8],
+        oflags: OFlags,
+        extra: ResolveFlags,
+    ) -> std::result::Result<OwnedFd, Errno> {
         let rel: &[u8] = if rel.is_empty() { b"." } else { rel };
-        let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+        let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS | extra;
         let mut tries = 0;
         loop {
             match rustix::fs::openat2(
@@ -209,6 +221,78 @@ impl Root {
             }
             return Ok(cur);
         }
+    }
+}
+
+impl Root {
+    /// The path of the directory `rel` inside the root with every symlink resolved (as the
+    /// kernel resolves it in-root), or `None` if it does not exist or is not a directory.
+    ///
+    /// Used only to name things consistently (what the archive made is recorded by name); the
+    /// operations themselves still go through `openat2`. A symlink loop is `ELOOP`.
+    pub(super) fn physical(&self, rel: &[u8]) -> std::result::Result<Option<Vec<u8>>, Errno> {
+        let mut todo: std::collections::VecDeque<Vec<u8>> =
+            names::components(rel).map(<[u8]>::to_vec).collect();
+        let mut phys: Vec<u8> = Vec::new();
+        let mut expansions = 0;
+        while let Some(comp) = todo.pop_front() {
+            match comp.as_slice() {
+                b"." => continue,
+                b".." => {
+                    let cut = phys.iter().rposition(|&b| b == b'/').unwrap_or(0);
+                    phys.truncate(cut);
+                    continue;
+                }
+                _ => {}
+            }
+            let dir = match self.open_exact(&phys, OFlags::PATH | OFlags::DIRECTORY) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT | Errno::NOTDIR) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let st = match rustix::fs::statat(&dir, comp.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::NOENT) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            match file_type(&st) {
+                FileType::Directory => {
+                    if !phys.is_empty() {
+                        phys.push(b'/');
+                    }
+                    phys.extend_from_slice(&comp);
+                }
+                FileType::Symlink => {
+                    expansions += 1;
+                    if expansions > MAX_SYMLINK_EXPANSIONS {
+                        return Err(Errno::LOOP);
+                    }
+                    let target = rustix::fs::readlinkat(&dir, comp.as_slice(), Vec::new())?;
+                    let target = target.as_bytes();
+                    for c in names::components(target)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                    {
+                        todo.push_front(c.to_vec());
+                    }
+                    if target.first() == Some(&b'/') {
+                        phys.clear();
+                    }
+                }
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(phys))
+    }
+
+    /// Opens `rel`, which must contain no symlink at all (`RESOLVE_NO_SYMLINKS`), in-root.
+    pub(super) fn open_exact(
+        &self,
+        rel: &[u8],
+        oflags: OFlags,
+    ) -> std::result::Result<OwnedFd, Errno> {
+        self.openat2(rel, oflags, ResolveFlags::NO_SYMLINKS)
     }
 }
 

@@ -27,52 +27,73 @@ impl Applier<'_> {
         target: &[u8],
         meta: &Meta,
     ) -> Result<()> {
-        let tpath = names::join(parent, target);
-        match self.opts.whiteouts {
-            WhiteoutMode::Keep => self.regular(&names::join(parent, name), None, meta, None),
-            WhiteoutMode::Remove => match self.track.get(&tpath) {
-                Some(Origin::Fresh) => Ok(()),
-                Some(Origin::Merged) => self.clear(&tpath),
-                None => {
-                    let dir = match self.root.resolve_dir(parent) {
-                        Ok(dir) => dir,
-                        // Nothing there to hide.
-                        Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
-                        Err(e) => return Err(self.root.resolve_err("openat2", parent, e)),
-                    };
-                    inroot::remove_all(dir.as_fd(), target)
-                        .map_err(|e| self.root.err("remove", &tpath, e))
+        if self.opts.whiteouts == WhiteoutMode::Keep {
+            return self.regular(&names::join(parent, name), None, meta, None);
+        }
+        let lexical = names::join(parent, target);
+        // The directory as it really is (through symlinks), if it exists.
+        let phys_parent = self
+            .root
+            .physical(parent)
+            .map_err(|e| self.root.resolve_err("resolve", parent, e))?;
+        let phys = phys_parent.as_deref().map(|p| names::join(p, target));
+        let origin = match (
+            self.track.get(&lexical),
+            phys.as_deref().map(|p| self.track.get(p)),
+        ) {
+            (Some(Origin::Fresh), _) | (_, Some(Some(Origin::Fresh))) => Some(Origin::Fresh),
+            (Some(Origin::Merged), _) | (_, Some(Some(Origin::Merged))) => Some(Origin::Merged),
+            _ => None,
+        };
+        match (self.opts.whiteouts, origin) {
+            // Made by this archive: whiteouts only affect lower layers.
+            (_, Some(Origin::Fresh)) => Ok(()),
+            // A directory holding what this archive made: hide only its lower content.
+            (WhiteoutMode::Overlay { user_xattr }, Some(Origin::Merged)) => {
+                self.set_opaque(&lexical, user_xattr)
+            }
+            (_, Some(Origin::Merged)) => self.clear(&lexical),
+            (WhiteoutMode::Remove, None) => {
+                let Some(phys_parent) = phys_parent else {
+                    return Ok(()); // nothing there to hide
+                };
+                let dir = match self
+                    .root
+                    .open_exact(&phys_parent, OFlags::PATH | OFlags::DIRECTORY)
+                {
+                    Ok(dir) => dir,
+                    Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
+                    Err(e) => return Err(self.root.resolve_err("openat2", parent, e)),
+                };
+                inroot::remove_all(dir.as_fd(), target)
+                    .map_err(|e| self.root.err("remove", &lexical, e))
+            }
+            // Overlay (Keep returned above): a 0/0 character device.
+            (_, None) => {
+                let dir = parent_dir(&self.root, &mut self.track, parent)?;
+                create_leaf(&self.root, dir.as_fd(), target, &lexical, "mknodat", || {
+                    rustix::fs::mknodat(
+                        &dir,
+                        target,
+                        FileType::CharacterDevice,
+                        Mode::empty(),
+                        rustix::fs::makedev(0, 0),
+                    )
+                })?;
+                if self.opts.same_owner {
+                    rustix::fs::chownat(
+                        &dir,
+                        target,
+                        Some(Uid::from_raw(meta.uid)),
+                        Some(Gid::from_raw(meta.gid)),
+                        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(|e| self.root.err("fchownat", &lexical, e))?;
                 }
-            },
-            WhiteoutMode::Overlay { user_xattr } => match self.track.get(&tpath) {
-                Some(Origin::Fresh) => Ok(()),
-                Some(Origin::Merged) => self.set_opaque(&tpath, user_xattr),
-                None => {
-                    let dir = parent_dir(&self.root, &mut self.track, parent)?;
-                    create_leaf(&self.root, dir.as_fd(), target, &tpath, "mknodat", || {
-                        rustix::fs::mknodat(
-                            &dir,
-                            target,
-                            FileType::CharacterDevice,
-                            Mode::empty(),
-                            rustix::fs::makedev(0, 0),
-                        )
-                    })?;
-                    if self.opts.same_owner {
-                        rustix::fs::chownat(
-                            &dir,
-                            target,
-                            Some(Uid::from_raw(meta.uid)),
-                            Some(Gid::from_raw(meta.gid)),
-                            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-                        )
-                        .map_err(|e| self.root.err("fchownat", &tpath, e))?;
-                    }
-                    drop(dir);
-                    self.track.mark(&tpath, Origin::Fresh);
-                    Ok(())
-                }
-            },
+                drop(dir);
+                self.track.mark(&lexical, Origin::Fresh);
+                Ok(())
+            }
         }
     }
 
@@ -88,15 +109,26 @@ impl Applier<'_> {
     /// Removes the lower content of the directory `dir`, recursively: everything this archive
     /// did not make. Done once per subtree (later markers there have nothing left to clear).
     fn clear(&mut self, dir: &[u8]) -> Result<()> {
-        if !self.track.claim_clear(dir) {
+        // Name the directory as it really is, so its children are named as the archive
+        // names them when it does not go through symlinks (`d -> /` then `d/.wh..wh..opq`
+        // clears the root, keeping what the archive made there).
+        let phys = match self.root.physical(dir) {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(self.root.resolve_err("resolve", dir, e)),
+        };
+        if !self.track.claim_clear(&phys) {
             return Ok(());
         }
-        let fd = match self.root.open_in(dir, OFlags::RDONLY | OFlags::DIRECTORY) {
+        let fd = match self
+            .root
+            .open_exact(&phys, OFlags::RDONLY | OFlags::DIRECTORY)
+        {
             Ok(fd) => fd,
             Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
             Err(e) => return Err(self.root.resolve_err("openat2", dir, e)),
         };
-        self.prune(fd.as_fd(), dir, 0)
+        self.prune(fd.as_fd(), &phys, 0)
     }
 
     fn prune(&self, fd: std::os::fd::BorrowedFd<'_>, dir: &[u8], depth: usize) -> Result<()> {
