@@ -256,3 +256,73 @@ fn changed(parent: &Dir, name: &OsStr) -> Error {
         ),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn regular_stat() -> Stat {
+        Stat {
+            dev: 0,
+            ino: 0,
+            mode: 0o100644,
+            nlink: 1,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            size: 5,
+            mtime: 0,
+            mtime_nsec: 0,
+        }
+    }
+
+    /// A file seen as regular by the walk but swapped for a symlink or a FIFO before it is
+    /// opened: an error, nothing read through the link, no hang on the FIFO, nothing written.
+    #[test]
+    fn a_file_swapped_during_the_walk_is_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", tmp.path().join("link")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            tmp.path().join("fifo"),
+            FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let dir = Dir::open(tmp.path()).unwrap();
+        for name in ["link", "fifo"] {
+            let mut out = Vec::new();
+            let mut w = TarWriter::new(&mut out, None);
+            let res = w.write_node(&dir, OsStr::new(name), &regular_stat(), name.as_bytes());
+            assert!(res.is_err(), "{name}");
+            drop(w);
+            assert!(out.is_empty(), "{name}: nothing written");
+        }
+    }
+
+    /// A file that shrinks after its header is decided is an error, not a short entry.
+    #[test]
+    fn a_file_shorter_than_its_header_is_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("f"), b"12345").unwrap();
+        let dir = Dir::open(tmp.path()).unwrap();
+        let mut file = dir.open_file(OsStr::new("f")).unwrap();
+        let mut out = Vec::new();
+        let mut w = TarWriter::new(&mut out, None);
+        let err = w
+            .copy_content(&mut file, 10, &dir, OsStr::new("f"))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Io);
+    }
+
+    #[test]
+    fn selinux_labels_and_overlay_xattrs_stay_home() {
+        assert!(exported_xattr(b"security.capability"));
+        assert!(exported_xattr(b"user.foo"));
+        assert!(exported_xattr(b"trusted.foo"));
+        assert!(!exported_xattr(b"security.selinux"));
+        assert!(!exported_xattr(b"trusted.overlay.opaque"));
+        assert!(!exported_xattr(b"user.overlay.redirect"));
+    }
+}
