@@ -10,7 +10,8 @@
 //!   the layer changed it: Docker's aufs rule);
 //! - a directory in both is `Modify` when its mode or owner differs, or when anything below it
 //!   is reported (mtime alone is no change for a directory, as in Docker);
-//! - a directory replaced by a non-directory is `Modify`, and each of its old children `Delete`;
+//! - a path that changed type is `Modify`; a new directory's children are `Add`, an old
+//!   directory's children are not reported;
 //! - `.wh.<name>` is `Delete` of `<name>` when the parent's view has it and the diff does not
 //!   also hold `<name>` (the file wins); `.wh..wh.*` names are never reported;
 //! - an opaque directory (`.wh..wh..opq`) deletes every child the parent's view had there and
@@ -48,10 +49,7 @@ pub(crate) fn changes(branches: &[PathBuf]) -> Result<Vec<Change>> {
 }
 
 fn push(out: &mut Vec<Change>, rel: &Path, kind: ChangeKind) {
-    out.push(Change {
-        path: Path::new("/").join(rel),
-        kind,
-    });
+    out.push(change(rel, kind));
 }
 
 /// Compares the diff's directory `rel` (open as `dir`) with the parent's view of it, merged
@@ -123,14 +121,9 @@ fn compare_dir(
                 let child = sys::open_dir_at(dir, name, &child_path)?;
                 compare_dir(branches, child.as_fd(), &path, &[], true, out)?;
             }
-            (false, was_dir) => {
-                push(out, &path, ChangeKind::Modify);
-                if was_dir {
-                    for gone in union::merged_dir(branches, &path, &o.dir_branches)?.keys() {
-                        push(out, &path.join(gone), ChangeKind::Delete);
-                    }
-                }
-            }
+            // A non-directory over anything: its old children (if it was a directory) are
+            // not reported, as in Docker (a change of type counts for the whole subtree).
+            (false, _) => push(out, &path, ChangeKind::Modify),
         }
     }
     Ok(out.len() > before)

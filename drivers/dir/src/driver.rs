@@ -205,6 +205,10 @@ impl Driver for DirDriver {
             i.mounts.while_unmounted(&i.layout, &id, || {
                 let dir = i.layout.diff(&id);
                 archive::apply_tar(&dir, r, &ApplyOptions::new(WhiteoutMode::Keep))?;
+                // apply_tar leaves syncing to the caller: once for the layer.
+                sys::syncfs(&dir)?;
+                // The walk, not the apply's count, so that the answer is diff_size's by
+                // construction (a tar may write a path twice).
                 changes::diff_size(&dir)
             })
         })

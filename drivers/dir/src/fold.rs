@@ -165,9 +165,7 @@ pub(crate) fn fold(layout: &Layout, id: &LayerId) -> Result<Vec<(PathBuf, Rec)>>
     let staging = layout.staging("diff", id, "folding");
     sys::remove_tree(&staging)?;
     execute(&plan.ops, &diff, &view_root, &staging)?;
-    let dir = sys::open_dir(&staging)?;
-    rfs::syncfs(&dir).map_err(|e| sys::os("syncfs", &staging, e))?;
-    drop(dir);
+    sys::syncfs(&staging)?;
     swap(&diff, &staging, &layout.staging("diff", id, "prev"))?;
     sys::remove_tree(&staging)?;
     Ok(plan.manifest)

@@ -685,6 +685,12 @@ fn copy_range_rw(
     Ok(pos)
 }
 
+/// Flushes the whole file system holding `path` to disk: once per layer, not once per file.
+pub(crate) fn syncfs(path: &Path) -> Result<()> {
+    let dir = open_dir(path)?;
+    rfs::syncfs(&dir).map_err(|e| os("syncfs", path, e))
+}
+
 /// The name of the file system type behind `path`, from `statfs`'s magic number.
 pub(crate) fn fs_name(path: &Path) -> Result<String> {
     let st = rfs::statfs(path).map_err(|e| os("statfs", path, e))?;
