@@ -64,19 +64,20 @@
 #![deny(missing_docs)]
 
 pub mod bench;
+mod case;
 pub mod cases;
 mod check;
 pub mod fixtures;
 mod harness;
 pub mod ops;
+mod report;
 pub mod tarfile;
 pub mod tree;
 
+pub use case::{Case, CaseFn, Needs, Privileges};
 pub use check::{Context, Failure, expect_kind, id};
-pub use harness::{
-    BoxFuture, Case, CaseFn, CaseResult, Factory, Harness, Needs, Options, Outcome, Privileges,
-    Summary, factory, run, run_case, run_test,
-};
+pub use harness::{BoxFuture, Factory, Harness, Options, factory, run, run_case, run_test};
+pub use report::{CaseResult, Outcome, Summary};
 
 /// Runs one generated test on a fresh multi-threaded runtime (what [`suite!`] expands to).
 #[doc(hidden)]
@@ -128,7 +129,7 @@ macro_rules! case_table {
     };
 }
 
-use cases::{graphtest, hostile, lifecycle, roundtrip, snapshotter, whiteouts};
+use cases::{graphtest, hostile, lifecycle, malformed, mounts, roundtrip, snapshotter, whiteouts};
 
 const ANY: Needs = Needs::NOTHING;
 
@@ -148,10 +149,12 @@ case_table! { $
     remove_frees_data => lifecycle::remove_frees_data, ANY;
     missing_layer_not_found => lifecycle::missing_layer_not_found, ANY;
     exists_and_metadata => lifecycle::exists_and_metadata, ANY;
-    refcounted_get_put => lifecycle::refcounted_get_put, ANY;
-    remove_mounted_busy => lifecycle::remove_mounted_busy, ANY;
-    get_survives_restart => lifecycle::get_survives_restart, ANY;
-    cleanup_unmounts => lifecycle::cleanup_unmounts, ANY;
+    refcounted_get_put => mounts::refcounted_get_put, ANY;
+    remove_mounted_busy => mounts::remove_mounted_busy, ANY;
+    get_survives_restart => mounts::get_survives_restart, ANY;
+    cleanup_unmounts => mounts::cleanup_unmounts, ANY;
+    concurrent_get_put => mounts::concurrent_get_put, ANY;
+    concurrent_creates => mounts::concurrent_creates, ANY;
 
     create_base => graphtest::create_base, ANY;
     create_snap => graphtest::create_snap, ANY;
@@ -199,10 +202,10 @@ case_table! { $
     hostile_hardlinks => hostile::hostile_hardlinks, ANY;
     hostile_whiteouts => hostile::hostile_whiteouts, ANY;
     hostile_overlay_xattrs => hostile::hostile_overlay_xattrs, ANY;
-    hostile_truncated => hostile::hostile_truncated, ANY;
-    hostile_huge_headers => hostile::hostile_huge_headers, ANY;
-    hostile_duplicates => hostile::hostile_duplicates, ANY;
-    hostile_metadata => hostile::hostile_metadata, ANY;
+    hostile_truncated => malformed::hostile_truncated, ANY;
+    hostile_huge_headers => malformed::hostile_huge_headers, ANY;
+    hostile_duplicates => malformed::hostile_duplicates, ANY;
+    hostile_metadata => malformed::hostile_metadata, ANY;
 }
 
 #[cfg(test)]

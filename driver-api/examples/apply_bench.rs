@@ -34,7 +34,8 @@ fn build_tar(files: usize, big_mib: usize) -> Vec<u8> {
             h.set_size(data.len() as u64);
             h.set_mode(0o644);
             h.set_mtime(1_600_000_000);
-            b.append_data(&mut h, format!("{dir}/f{f}"), &data[..]).unwrap();
+            b.append_data(&mut h, format!("{dir}/f{f}"), &data[..])
+                .unwrap();
         }
     }
     if big_mib > 0 {
@@ -52,7 +53,12 @@ fn time_strata(tar: &[u8], base: &Path, i: usize) -> Duration {
     let root = base.join(format!("strata-{i}"));
     std::fs::create_dir(&root).unwrap();
     let start = Instant::now();
-    apply_tar(&root, &mut &tar[..], &ApplyOptions::new(WhiteoutMode::Remove)).unwrap();
+    apply_tar(
+        &root,
+        &mut &tar[..],
+        &ApplyOptions::new(WhiteoutMode::Remove),
+    )
+    .unwrap();
     let took = start.elapsed();
     std::fs::remove_dir_all(&root).unwrap();
     took
@@ -101,5 +107,8 @@ fn main() {
     }
     println!("apply_tar: {strata:?}");
     println!("GNU tar:   {gnu:?}");
-    println!("ratio apply_tar / GNU tar: {:.2}", strata.as_secs_f64() / gnu.as_secs_f64());
+    println!(
+        "ratio apply_tar / GNU tar: {:.2}",
+        strata.as_secs_f64() / gnu.as_secs_f64()
+    );
 }

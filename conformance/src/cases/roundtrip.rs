@@ -6,10 +6,11 @@ use std::os::unix::fs::PermissionsExt;
 
 use strata_driver_api::CreateOpts;
 
+use crate::Privileges;
 use crate::cases::whiteouts::{apply_layer, diff_bytes};
 use crate::check::{Context, Failure, id};
 use crate::fixtures::with_mounted;
-use crate::harness::{Harness, Privileges};
+use crate::harness::Harness;
 use crate::ops::{self, Op, file};
 use crate::tarfile::{Entry, Verify, stream, verify_entries};
 use crate::tree::{self, Compare};
