@@ -195,6 +195,7 @@ case_table! { $
     apply_size_and_diff_size => roundtrip::apply_size_and_diff_size, ANY;
     apply_failing_stream => roundtrip::apply_failing_stream, ANY;
     diff_holds_only_changes => roundtrip::diff_holds_only_changes, ANY;
+    native_matches_naive => roundtrip::native_matches_naive, ANY.native_diff();
 
     hostile_dotdot => hostile::hostile_dotdot, ANY;
     hostile_absolute => hostile::hostile_absolute, ANY;

@@ -505,3 +505,94 @@ pub async fn diff_holds_only_changes(h: &Harness) -> Result<(), Failure> {
     );
     Ok(())
 }
+
+/// A native diff agrees with the naive one computed from the same two mounted views: the same
+/// changes, the same size, and tars that rebuild the same view.
+pub async fn native_matches_naive(h: &Harness) -> Result<(), Failure> {
+    use strata_driver_api::naive;
+    let d = h.driver();
+    let (base, upper) = (id("base"), id("upper"));
+    ops::rw_layer(
+        &*d,
+        &base,
+        None,
+        &[
+            file("a", "aaaa", 0o644),
+            file("b", "bbbb", 0o644),
+            Op::File("c", vec![5; 3000], 0o600),
+            Op::Dir("d", 0o755),
+            file("d/x", "x", 0o644),
+            Op::Dir("keep", 0o700),
+            file("keep/k", "k", 0o644),
+            Op::Symlink("a", "s"),
+            file("h1", "linked", 0o644),
+            Op::Link("h1", "h2"),
+        ],
+    )
+    .await?;
+    ops::rw_layer(
+        &*d,
+        &upper,
+        Some(&base),
+        &[
+            Op::Chmod("a", 0o600),
+            file("b", "BBBB", 0o644),
+            Op::RemoveAll("c"),
+            file("d/y", "y", 0o644),
+            Op::RemoveAll("keep"),
+            Op::RemoveAll("s"),
+            Op::Symlink("b", "s"),
+            Op::Dir("new", 0o750),
+            Op::File("new/big", vec![9; 100_000], 0o644),
+        ],
+    )
+    .await?;
+    let native = d.changes(&upper, Some(&base)).await.ctx("changes")?;
+    let naive_changes = naive::changes(&*d, &upper, Some(&base))
+        .await
+        .ctx("naive changes")?;
+    ensure_eq!(
+        native,
+        naive_changes,
+        "native changes against the naive ones"
+    );
+    let native_size = d.diff_size(&upper, Some(&base)).await.ctx("diff_size")?;
+    let naive_size = naive::diff_size(&*d, &upper, Some(&base))
+        .await
+        .ctx("naive diff_size")?;
+    ensure_eq!(
+        native_size,
+        naive_size,
+        "native diff_size against the naive one"
+    );
+
+    let want = with_mounted(&*d, &upper, tree::snapshot).await?;
+    let how = Compare {
+        hardlinks: false,
+        ..Compare::FLAT
+    };
+    for (name, naive_side) in [("native", false), ("naive", true)] {
+        let copy = id(&format!("copy-{name}"));
+        d.create(&copy, Some(&base), &CreateOpts::default())
+            .await
+            .ctx("create copy")?;
+        let tar = if naive_side {
+            naive::diff(&*d, &upper, Some(&base))
+                .await
+                .ctx("naive diff")?
+        } else {
+            d.diff(&upper, Some(&base)).await.ctx("diff")?
+        };
+        d.apply_diff(&copy, Some(&base), tar)
+            .await
+            .ctx(format!("apply the {name} diff"))?;
+        let got = with_mounted(&*d, &copy, tree::snapshot).await?;
+        tree::ensure_same(
+            &got,
+            &want,
+            how,
+            &format!("upper rebuilt from the {name} diff"),
+        )?;
+    }
+    Ok(())
+}
