@@ -174,6 +174,7 @@ case_table! { $
     dir_ownership_3_layers => snapshotter::dir_ownership_3_layers, ANY.root();
     deleted_stays_deleted => snapshotter::deleted_stays_deleted, ANY;
     hardlink_from_lower => snapshotter::hardlink_from_lower, ANY;
+    new_link_to_lower_file => snapshotter::new_link_to_lower_file, ANY;
     rename_file => snapshotter::rename_file, ANY;
     rename_lower_dir => snapshotter::rename_lower_dir, ANY.rename_dir();
     read_only_image => snapshotter::read_only_image, ANY.read_only_images();
