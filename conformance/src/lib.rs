@@ -27,7 +27,6 @@
 //! - A runner (the `strata conformance` command) calls [`run`], printing
 //!   [`CaseResult::line`] for each case (`<name> ... ok`, `... FAILED: why`,
 //!   `... skipped: why`) and the [`Summary`] as the closing `N passed, N failed, N skipped`.
-//!
 //! - [`bench::bench`] runs graphtest's nine benchmarks against any driver (a fresh driver
 //!   each) and [`bench::table`] prints them; `cargo bench -p strata-conformance` does so for the
 //!   built-in drivers (`benches/graphbench.rs`).
@@ -57,7 +56,14 @@
 //!   [`cases::graphtest::UNBOUNDED_DEPTH`] (256, twice overlay2's limit) for an unbounded driver.
 //! - Stacks are compared with a flat directory that received the same steps ([`ops::Flat`],
 //!   [`tree`]): types, contents, modes, owners, xattrs and hardlink structure; times only in
-//!   round trips through a tar.
+//!   round trips through a tar. Every stack is also rebuilt layer by layer from
+//!   `diff(layer, parent)` applied onto a fresh image layer, which must give the same views.
+//! - Judgement calls where a contract meets a limit of the naive diff or of a capability:
+//!   `apply_diff`'s size must equal `diff_size` afterwards only for native diffs (a naive
+//!   `diff_size` cannot see a same-size rewrite within one second, Docker's mtime rule);
+//!   `read_only_mount` (`MountOpts::read_only` gives EROFS) needs `read_only_images`, the only
+//!   capability that says a driver can mount read-only at all; a file and its own whiteout in
+//!   one layer keep the file, in either order (image-spec: whiteouts affect lower layers only).
 //! - Not mapped from containerd: Stat/Walk/Update (records are the engine's) and
 //!   RemoveIntermediateSnapshot (the driver does not check for children; the engine does).
 
