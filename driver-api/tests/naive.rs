@@ -339,3 +339,53 @@ fn a_missing_changed_path_is_not_found() {
     let err = export_changes(tmp.path(), &changes, &mut Vec::new()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
 }
+
+/// A chain of `depth` directories `d`, each holding a file `f` (which sorts after `d`, so the
+/// walks write it on the way back up, past the directories they had to close).
+fn deep(root: &Path, depth: usize) {
+    let mut p = root.to_path_buf();
+    for level in 0..depth {
+        p.push("d");
+        mkdir(&p);
+        write(&p.join("f"), level.to_string().as_bytes());
+    }
+}
+
+#[test]
+fn trees_deeper_than_the_open_directory_budget() {
+    let depth = strata_driver_api::fsutil::MAX_OPEN * 2 + 30;
+    let (old, new) = pair(|r| deep(r, depth));
+    let (o, n) = (old.path(), new.path());
+
+    let entries = read_tar(&tar_of_dir(n, WhiteoutFormat::Aufs));
+    assert_eq!(entries.len(), depth * 2);
+    let mut want = String::new();
+    for e in &entries[..depth] {
+        want.push_str("d/");
+        assert_eq!(e.path, want);
+    }
+    // Files come after the deepest directory, deepest first.
+    assert_eq!(entries[depth].data, (depth - 1).to_string().as_bytes());
+    assert_eq!(entries[depth * 2 - 1].path, "d/f");
+
+    // Change the file at the top and at the bottom.
+    let mut bottom = n.to_path_buf();
+    for _ in 0..depth {
+        bottom.push("d");
+    }
+    write(&bottom.join("f"), b"changed at the bottom");
+    write(&n.join("d/f"), b"changed at the top");
+    let changes = changes_dirs(n, Some(o)).unwrap();
+    // Every directory on the way (they hold a change) and the two files.
+    assert_eq!(changes.len(), depth + 2);
+    assert!(changes.iter().all(|c| c.kind == ChangeKind::Modify));
+    let entries = read_tar(&export(n, &changes));
+    assert_eq!(entries.len(), depth + 2);
+    assert_eq!(entries[depth].data, b"changed at the bottom");
+    assert_eq!(entries[depth + 1].path, "d/f");
+    assert_eq!(entries[depth + 1].data, b"changed at the top");
+    assert_eq!(
+        changes_size(n, &changes).unwrap(),
+        (b"changed at the bottom".len() + b"changed at the top".len()) as u64
+    );
+}

@@ -16,11 +16,16 @@
 //! Whiteouts, in either on-disk form, become empty regular entries that keep the
 //! permission bits, owner and mtime of what stood for them on disk (a `.wh.` file, or an
 //! overlay 0/0 character device). So an OCI tar applied to a dir-driver diff directory (which
-//! stores `.wh.` files with the entry's attributes) or to an overlay upper directory (which
-//! stores 0/0 devices, given the same attributes) comes back byte for byte. An overlay opaque
-//! directory has no file of its own for the marker: its `.wh..wh..opq` entry takes the
-//! directory's permission bits (without setuid/setgid/sticky), its owner, and mtime 0 — what
-//! Docker's overlay2 writes — and round trips exactly when the marker in the tar had those.
+//! stores `.wh.` files with the entry's attributes) comes back byte for byte, and so does one
+//! applied to an overlay upper directory, as far as the apply side gives each 0/0 device the
+//! entry's permission bits, owner and mtime. An overlay opaque directory has no file of its
+//! own for the marker: its `.wh..wh..opq` entry takes the directory's permission bits (without
+//! setuid/setgid/sticky), its owner, and mtime 0 — what Docker's overlay2 writes — and round
+//! trips exactly when the marker in the tar had those.
+//!
+//! A directory of the tree is open while the walk is below it, within
+//! [`MAX_OPEN`](crate::fsutil::MAX_OPEN) descriptors however deep the tree (see
+//! [`DirStack`]).
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
@@ -31,7 +36,7 @@ use super::entry::{TarWriter, meta_of};
 use super::header::Meta;
 use super::whiteout::{self, Name};
 use crate::Result;
-use crate::fsutil::{Dir, FileType, Stat};
+use crate::fsutil::{Dir, DirStack, FileType, Stat};
 
 /// How whiteouts are stored in the directory being written out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,16 +81,18 @@ pub fn write_tar(root: &Path, out: &mut dyn Write, opts: &WriteOptions) -> Resul
     let root = Dir::open(root)?;
     let opaque = format.opaque_xattr().is_some() && w.is_opaque(&root.xattrs()?);
     let first = children(&root, format, opaque)?;
-    let mut stack = vec![Frame {
-        dir: root,
+    // The open directories, within a bounded number of descriptors however deep the tree.
+    let mut dirs = DirStack::new(root);
+    let mut frames = vec![Frame {
         children: first,
         next: 0,
         path_len: 0,
     }];
     let mut path: Vec<u8> = Vec::new();
-    while let Some(top) = stack.last_mut() {
+    while let Some(top) = frames.last_mut() {
         let Some(child) = top.children.get_mut(top.next) else {
-            stack.pop();
+            frames.pop();
+            dirs.pop();
             continue;
         };
         top.next += 1;
@@ -95,12 +102,12 @@ pub fn write_tar(root: &Path, out: &mut dyn Write, opts: &WriteOptions) -> Resul
             What::Whiteout(meta) => w.write_whiteout(&path, &meta)?,
             What::Node(st) => {
                 let name = std::mem::take(&mut child.name);
-                let written = w.write_node(&top.dir, &name, &st, &path)?;
+                let written = w.write_node(dirs.current()?, &name, &st, &path)?;
                 if let Some(dir) = written.dir {
                     let kids = children(&dir, format, written.opaque)?;
+                    dirs.push(&name, dir)?;
                     path.push(b'/');
-                    stack.push(Frame {
-                        dir,
+                    frames.push(Frame {
                         children: kids,
                         next: 0,
                         path_len: path.len(),
@@ -114,7 +121,6 @@ pub fn write_tar(root: &Path, out: &mut dyn Write, opts: &WriteOptions) -> Resul
 
 /// A directory being written: its children in tar order, and where the walk is in them.
 struct Frame {
-    dir: Dir,
     children: Vec<Child>,
     next: usize,
     /// Length of the directory's tar path, `/` included (0 at the root).

@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-use crate::fsutil::{Dir, DirEntry, Stat};
+use crate::fsutil::{Dir, DirEntry, DirStack, Stat};
 use crate::{Change, ChangeKind, Result};
 
 const CAPABILITY: &str = "security.capability";
@@ -39,14 +39,24 @@ pub fn changes_dirs(new: &Path, old: Option<&Path>) -> Result<Vec<Change>> {
     let new = Dir::open(new)?;
     let old = old.map(Dir::open).transpose()?;
     let mut walk = Walk::default();
-    let first = walk.frame(new, old, 0, false)?;
-    let mut stack = vec![first];
+    let first = walk.frame(&new, old.as_ref(), 0, false)?;
+    // The open directories of both trees, within a bounded number of descriptors. The old
+    // stack only follows while the old tree has a directory at the same place.
+    let mut news = DirStack::new(new);
+    let mut olds = old.map(DirStack::new);
+    let mut frames = vec![first];
     let mut path: Vec<u8> = Vec::new();
-    while let Some(top) = stack.last_mut() {
+    while let Some(top) = frames.last_mut() {
         let Some((name, side)) = top.names.get_mut(top.next) else {
-            let done = stack.pop().expect("the stack is not empty");
-            path.truncate(done.path_len);
-            if done.report && walk.changes.len() > done.at_entry {
+            let (path_len, report, at_entry, with_old) =
+                (top.path_len, top.report, top.at_entry, top.with_old);
+            frames.pop();
+            news.pop();
+            if let (Some(olds), true) = (olds.as_mut(), with_old) {
+                olds.pop();
+            }
+            path.truncate(path_len);
+            if report && walk.changes.len() > at_entry {
                 walk.push(&path, ChangeKind::Modify);
             }
             continue;
@@ -54,16 +64,22 @@ pub fn changes_dirs(new: &Path, old: Option<&Path>) -> Result<Vec<Change>> {
         top.next += 1;
         let name = std::mem::take(name);
         let side = *side;
+        let with_old = top.with_old;
         path.truncate(top.path_len);
         path.push(b'/');
         path.extend_from_slice(name.as_bytes());
+        // The old directory here, if the old tree has one.
+        let mut old_dir = match (olds.as_mut(), with_old) {
+            (Some(olds), true) => Some(olds),
+            _ => None,
+        };
         let new_st = match side {
             Side::Old => None,
-            _ => Some(top.new.stat_at(&name)?),
+            Side::New | Side::Both => Some(news.current()?.stat_at(&name)?),
         };
-        let old_st = match (side, &top.old) {
-            (Side::New, _) | (_, None) => None,
-            (_, Some(old)) => Some(old.stat_at(&name)?),
+        let old_st = match (side, old_dir.as_mut()) {
+            (Side::Old | Side::Both, Some(olds)) => Some(olds.current()?.stat_at(&name)?),
+            _ => None,
         };
         let descend = match (new_st, old_st) {
             (None, None) => None,
@@ -77,13 +93,14 @@ pub fn changes_dirs(new: &Path, old: Option<&Path>) -> Result<Vec<Change>> {
                 n.is_dir().then_some((false, false))
             }
             (Some(n), Some(o)) => {
-                let old_dir = top
-                    .old
-                    .as_ref()
-                    .expect("a name on both sides has an old dir");
-                let changed = differs(&n, &o)
-                    || top.new.xattr_at(&name, CAPABILITY)?
-                        != old_dir.xattr_at(&name, CAPABILITY)?;
+                let changed = differs(&n, &o) || {
+                    let new_cap = news.current()?.xattr_at(&name, CAPABILITY)?;
+                    let old_cap = match old_dir.as_mut() {
+                        Some(olds) => olds.current()?.xattr_at(&name, CAPABILITY)?,
+                        None => None,
+                    };
+                    new_cap != old_cap
+                };
                 if changed {
                     walk.push(&path, ChangeKind::Modify);
                 }
@@ -94,14 +111,18 @@ pub fn changes_dirs(new: &Path, old: Option<&Path>) -> Result<Vec<Change>> {
                 n.is_dir().then_some((o.is_dir(), o.is_dir() && !changed))
             }
         };
-        if let Some((with_old, report)) = descend {
-            let new_dir = top.new.open_dir(&name)?;
-            let old_dir = match (&top.old, with_old) {
-                (Some(old), true) => Some(old.open_dir(&name)?),
+        if let Some((both, report)) = descend {
+            let new_sub = news.current()?.open_dir(&name)?;
+            let old_sub = match (old_dir, both) {
+                (Some(olds), true) => Some(olds.current()?.open_dir(&name)?),
                 _ => None,
             };
-            let frame = walk.frame(new_dir, old_dir, path.len(), report)?;
-            stack.push(frame);
+            let frame = walk.frame(&new_sub, old_sub.as_ref(), path.len(), report)?;
+            news.push(&name, new_sub)?;
+            if let (Some(olds), Some(sub)) = (olds.as_mut(), old_sub) {
+                olds.push(&name, sub)?;
+            }
+            frames.push(frame);
         }
     }
     Ok(walk.finish())
@@ -116,8 +137,8 @@ pub(crate) enum Side {
 }
 
 struct Frame {
-    new: Dir,
-    old: Option<Dir>,
+    /// The old tree has this directory too (the old stack is at it).
+    with_old: bool,
     /// The names to look at, in order (the same file on both sides is already left out).
     names: Vec<(OsString, Side)>,
     next: usize,
@@ -144,9 +165,9 @@ struct Walk {
 }
 
 impl Walk {
-    fn frame(&self, new: Dir, old: Option<Dir>, path_len: usize, report: bool) -> Result<Frame> {
+    fn frame(&self, new: &Dir, old: Option<&Dir>, path_len: usize, report: bool) -> Result<Frame> {
         let new_entries = new.entries()?;
-        let names = match &old {
+        let names = match old {
             None => merge(new_entries, Vec::new(), false),
             Some(old) => {
                 let same_dev = new.stat()?.dev == old.stat()?.dev;
@@ -154,8 +175,7 @@ impl Walk {
             }
         };
         Ok(Frame {
-            new,
-            old,
+            with_old: old.is_some(),
             names,
             next: 0,
             path_len,

@@ -81,7 +81,7 @@ pub fn export_changes(root: &Path, changes: &[Change], out: &mut dyn Write) -> R
         path.extend_from_slice(name.as_bytes());
         let written = w.write_node(dir, name, &st, &path)?;
         if let Some(d) = written.dir {
-            cursor.descend(name, d);
+            cursor.descend(name, d)?;
         }
     }
     w.finish()

@@ -5,12 +5,20 @@
 //! directory swapped for a symlink to `/etc`, a file swapped for a FIFO) cannot make a reader
 //! describe or read anything outside it. Errors name the call and the full path.
 //!
+//! - [`Dir`]: an open directory: its sorted entries, `lstat`/`readlink`/xattrs of a child,
+//!   opening a child directory or file (never through a symlink);
+//! - [`DirStack`]: the directories of a depth-first walk, at most [`MAX_OPEN`] of them open
+//!   however deep it goes; [`DirCursor`]: the parent directories of a sorted list of paths;
+//! - [`Stat`]: `lstat` in plain integers.
+//!
 //! The archive writer and the naive diff walk trees with these helpers; drivers can too.
-//! This module only reads: it never creates, changes or removes anything.
+//! Xattrs of a child that cannot be opened (a symlink, a device) are read through
+//! `/proc/self/fd/<dir>/<name>`, so nothing above the open directory is looked up again; where
+//! `/proc` is not mounted, through the full path. This module only reads: it never creates,
+//! changes or removes anything.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
@@ -21,7 +29,13 @@ use rustix::io::Errno;
 
 pub use rustix::fs::FileType;
 
-use crate::{Error, ErrorKind, Result};
+use crate::{Error, Result};
+
+mod stack;
+mod xattr;
+
+pub use stack::{DirCursor, DirStack, MAX_OPEN, components};
+use xattr::{Target, get_xattr, read_xattrs};
 
 /// What `lstat` says about a file, in plain integers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,180 +266,10 @@ pub fn file_xattrs(file: &File, path: &Path) -> Result<Xattrs> {
     read_xattrs(Target::Fd(file.as_fd())).map_err(|e| Error::os("flistxattr", path, e))
 }
 
-/// Opens the parent directories of a sequence of relative paths, keeping the directories the
-/// next path shares with the previous one open, so a sorted list of paths costs about one
-/// `openat` per directory. No symlink is followed below the root.
-#[derive(Debug)]
-pub struct DirCursor {
-    root: Dir,
-    stack: Vec<(OsString, Dir)>,
-}
-
-impl DirCursor {
-    /// A cursor at `root`.
-    pub fn new(root: Dir) -> DirCursor {
-        DirCursor {
-            root,
-            stack: Vec::new(),
-        }
-    }
-
-    /// The root directory.
-    pub fn root(&self) -> &Dir {
-        &self.root
-    }
-
-    /// Opens (or reuses) the directory `components` below the root and returns it; an empty
-    /// list is the root.
-    pub fn open(&mut self, components: &[&OsStr]) -> Result<&Dir> {
-        let keep = self
-            .stack
-            .iter()
-            .zip(components)
-            .take_while(|((have, _), want)| have.as_os_str() == **want)
-            .count();
-        self.stack.truncate(keep);
-        for name in &components[keep..] {
-            let dir = self.current().open_dir(name)?;
-            self.stack.push(((*name).to_owned(), dir));
-        }
-        Ok(self.current())
-    }
-
-    /// Adds `dir`, which the caller opened as `name` in the directory [`DirCursor::open`] last
-    /// returned, so that a following path below it reuses it.
-    pub fn descend(&mut self, name: &OsStr, dir: Dir) {
-        self.stack.push((name.to_owned(), dir));
-    }
-
-    fn current(&self) -> &Dir {
-        self.stack.last().map_or(&self.root, |(_, d)| d)
-    }
-}
-
-/// The components of a path inside a tree (`/a/b` or `a/b`), refusing `.`, `..` and prefixes
-/// with `InvalidInput`.
-pub fn components(path: &Path) -> Result<Vec<&OsStr>> {
-    use std::path::Component;
-    let mut out = Vec::new();
-    for c in path.components() {
-        match c {
-            Component::RootDir => {}
-            Component::Normal(name) => out.push(name),
-            Component::CurDir | Component::ParentDir | Component::Prefix(_) => {
-                return Err(Error::new(
-                    ErrorKind::InvalidInput,
-                    format!(
-                        "path {} is not a plain path inside the tree",
-                        path.display()
-                    ),
-                ));
-            }
-        }
-    }
-    Ok(out)
-}
-
-enum Target<'a> {
-    Fd(BorrowedFd<'a>),
-    Path(&'a Path),
-}
-
-fn list_raw(target: &Target<'_>, buf: &mut Vec<u8>) -> rustix::io::Result<usize> {
-    match target {
-        Target::Fd(fd) => rustix::fs::flistxattr(fd, buf),
-        Target::Path(p) => rustix::fs::llistxattr(*p, buf),
-    }
-}
-
-fn list_query(target: &Target<'_>) -> rustix::io::Result<usize> {
-    match target {
-        Target::Fd(fd) => rustix::fs::flistxattr_query(fd),
-        Target::Path(p) => rustix::fs::llistxattr_query(*p),
-    }
-}
-
-fn get_raw(target: &Target<'_>, name: &OsStr, buf: &mut Vec<u8>) -> rustix::io::Result<usize> {
-    match target {
-        Target::Fd(fd) => rustix::fs::fgetxattr(fd, name, buf),
-        Target::Path(p) => rustix::fs::lgetxattr(*p, name, buf),
-    }
-}
-
-fn get_query(target: &Target<'_>, name: &OsStr) -> rustix::io::Result<usize> {
-    match target {
-        Target::Fd(fd) => rustix::fs::fgetxattr_query(fd, name),
-        Target::Path(p) => rustix::fs::lgetxattr_query(*p, name),
-    }
-}
-
-/// Whether an errno means "this filesystem or file type has no xattrs".
-fn no_xattrs(e: Errno) -> bool {
-    e == Errno::NOTSUP || e == Errno::OPNOTSUPP
-}
-
-/// Runs a `*xattr` call into a buffer, growing it on `ERANGE` (the value may grow between the
-/// size query and the read).
-fn with_growing<F, Q>(mut call: F, mut query: Q) -> rustix::io::Result<Vec<u8>>
-where
-    F: FnMut(&mut Vec<u8>) -> rustix::io::Result<usize>,
-    Q: FnMut() -> rustix::io::Result<usize>,
-{
-    let mut buf = vec![0u8; 256];
-    loop {
-        match call(&mut buf) {
-            Ok(n) => {
-                buf.truncate(n);
-                return Ok(buf);
-            }
-            Err(Errno::RANGE) => {
-                let want = query()?;
-                buf.resize(want.max(buf.len() * 2), 0);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-fn get_xattr(target: Target<'_>, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
-    let name = OsStr::from_bytes(name);
-    match with_growing(
-        |buf| get_raw(&target, name, buf),
-        || get_query(&target, name),
-    ) {
-        Ok(value) => Ok(Some(value)),
-        Err(Errno::NODATA) => Ok(None),
-        Err(e) if no_xattrs(e) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn read_xattrs(target: Target<'_>) -> io::Result<Xattrs> {
-    let list = match with_growing(|buf| list_raw(&target, buf), || list_query(&target)) {
-        Ok(list) => list,
-        Err(e) if no_xattrs(e) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut out = Vec::new();
-    for name in list.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        // An attribute removed between the list and the read is simply gone.
-        if let Some(value) = get_xattr(
-            match &target {
-                Target::Fd(fd) => Target::Fd(*fd),
-                Target::Path(p) => Target::Path(p),
-            },
-            name,
-        )? {
-            out.push((name.to_vec(), value));
-        }
-    }
-    out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
 
     #[test]
     fn entries_are_sorted_bytewise_without_dots() {
@@ -488,38 +332,5 @@ mod tests {
         assert_eq!(dir.xattr_at(OsStr::new("f"), "user.zz").unwrap(), None);
         let file = dir.open_file(OsStr::new("f")).unwrap();
         assert_eq!(file_xattrs(&file, &f).unwrap(), x);
-    }
-
-    #[test]
-    fn cursor_reuses_shared_prefix() {
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(tmp.path().join("a/b/c")).unwrap();
-        std::fs::create_dir_all(tmp.path().join("a/x")).unwrap();
-        std::os::unix::fs::symlink("b", tmp.path().join("a/s")).unwrap();
-        let mut cur = DirCursor::new(Dir::open(tmp.path()).unwrap());
-        let os = |s: &'static str| OsStr::new(s);
-        assert_eq!(
-            cur.open(&[os("a"), os("b"), os("c")]).unwrap().path(),
-            tmp.path().join("a/b/c")
-        );
-        assert_eq!(
-            cur.open(&[os("a"), os("x")]).unwrap().path(),
-            tmp.path().join("a/x")
-        );
-        assert_eq!(cur.open(&[]).unwrap().path(), tmp.path());
-        assert!(cur.open(&[os("a"), os("s"), os("c")]).is_err());
-    }
-
-    #[test]
-    fn components_refuse_dot_dot() {
-        assert_eq!(
-            components(Path::new("/a/b")).unwrap(),
-            [OsStr::new("a"), OsStr::new("b")]
-        );
-        assert_eq!(
-            components(Path::new("/a/../b")).unwrap_err().kind(),
-            ErrorKind::InvalidInput
-        );
-        assert!(components(Path::new("/")).unwrap().is_empty());
     }
 }
