@@ -33,6 +33,24 @@
 //! `<home>/lock` that every instance holds for its life), so it never mistakes another
 //! process's work in progress for a crash's leftovers.
 
+//!
+//! # Limits of the copy mode
+//!
+//! - Mount options (`MountOpts::options`, e.g. an SELinux `context=`) cannot apply to a copied
+//!   view: a `get` with any is `NotSupported`.
+//! - What no layer can hold is not folded back: sockets, and files named `.wh.*` made in a
+//!   view (AUFS itself refuses to create them). A file system mounted inside a view is never
+//!   entered.
+//! - An unprivileged user's views keep the user as the owner of every file (a foreign owner
+//!   cannot be given away) and go without `trusted.*` xattrs; files the owner cannot read
+//!   (mode 0222) are copied by lending them `u+r` for the moment of opening; directories the
+//!   owner cannot search cannot be copied.
+//! - A `diff` stream reads `diff/<id>` as it goes: if the layer is folded into or removed
+//!   before the stream ends, the stream fails with an error (never a short tar).
+//! - A directory deleted and made again in a view may get its old inode number back from the
+//!   file system; the fold then records per-child whiteouts instead of an opaque directory
+//!   (the same view either way).
+
 #![deny(missing_docs)]
 
 mod changes;
