@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use strata_driver_api::{Capabilities, Driver, ErrorKind};
 
+use crate::case::{Case, Needs, Privileges};
 use crate::check::Failure;
+use crate::report::{CaseResult, Outcome, Summary};
 
 /// A boxed, `Send` future borrowing from `'a`, as case functions return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -32,245 +34,6 @@ where
     F: Fn(&Path) -> strata_driver_api::Result<Arc<dyn Driver>> + Send + Sync + 'static,
 {
     Arc::new(f)
-}
-
-/// What the process may do. Detected once per case; a case that needs more is skipped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Privileges {
-    /// The effective uid is 0.
-    pub root: bool,
-    /// The process is in the initial user namespace (its uid map is the identity over all ids),
-    /// so root may create device nodes and set `trusted.*` xattrs.
-    pub init_userns: bool,
-}
-
-impl Privileges {
-    /// The privileges of this process.
-    pub fn detect() -> Privileges {
-        let root = rustix::process::geteuid().is_root();
-        let init_userns = std::fs::read_to_string("/proc/self/uid_map")
-            .map(|m| {
-                let fields: Vec<&str> = m.split_whitespace().collect();
-                fields == ["0", "0", "4294967295"]
-            })
-            .unwrap_or(false);
-        Privileges { root, init_userns }
-    }
-
-    /// Root in the initial user namespace: device nodes, `trusted.*` and `security.*` xattrs.
-    pub fn full_root(&self) -> bool {
-        self.root && self.init_userns
-    }
-}
-
-/// What a case needs from the driver and the process. Unmet needs skip the case, with a reason.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Needs {
-    /// The process must be root (to set owners, for example).
-    pub root: bool,
-    /// The process must be root in the initial user namespace (device nodes, `trusted.*`).
-    pub full_root: bool,
-    /// [`Capabilities::native_diff`].
-    pub native_diff: bool,
-    /// The driver must mount chains of at least this many layers (`max_depth` `None` or `>=`).
-    pub min_depth: u32,
-    /// [`Capabilities::quota`].
-    pub quota: bool,
-    /// The driver must *not* have quota (the case checks the `NotSupported` answer).
-    pub no_quota: bool,
-    /// [`Capabilities::read_only_images`].
-    pub read_only_images: bool,
-    /// [`Capabilities::rename_dir`].
-    pub rename_dir: bool,
-}
-
-impl Needs {
-    /// Needs nothing.
-    pub const NOTHING: Needs = Needs {
-        root: false,
-        full_root: false,
-        native_diff: false,
-        min_depth: 0,
-        quota: false,
-        no_quota: false,
-        read_only_images: false,
-        rename_dir: false,
-    };
-
-    /// Also needs root.
-    pub const fn root(mut self) -> Needs {
-        self.root = true;
-        self
-    }
-
-    /// Also needs root in the initial user namespace.
-    pub const fn full_root(mut self) -> Needs {
-        self.root = true;
-        self.full_root = true;
-        self
-    }
-
-    /// Also needs a native diff.
-    pub const fn native_diff(mut self) -> Needs {
-        self.native_diff = true;
-        self
-    }
-
-    /// Also needs chains of `depth` layers.
-    pub const fn depth(mut self, depth: u32) -> Needs {
-        self.min_depth = depth;
-        self
-    }
-
-    /// Also needs quota.
-    pub const fn quota(mut self) -> Needs {
-        self.quota = true;
-        self
-    }
-
-    /// Needs a driver without quota.
-    pub const fn no_quota(mut self) -> Needs {
-        self.no_quota = true;
-        self
-    }
-
-    /// Also needs read-only image mounts.
-    pub const fn read_only_images(mut self) -> Needs {
-        self.read_only_images = true;
-        self
-    }
-
-    /// Also needs renaming of lower directories.
-    pub const fn rename_dir(mut self) -> Needs {
-        self.rename_dir = true;
-        self
-    }
-
-    /// Why these needs are not met by a driver with `caps` in a process with `privs`, if they
-    /// are not. Pure: decided from capabilities and privileges, never from a driver's name.
-    pub fn unmet(&self, caps: &Capabilities, privs: &Privileges) -> Option<String> {
-        if caps.needs_root && !privs.root {
-            return Some("the driver needs root".into());
-        }
-        if self.full_root && !privs.full_root() {
-            return Some("needs root in the initial user namespace".into());
-        }
-        if self.root && !privs.root {
-            return Some("needs root".into());
-        }
-        if self.native_diff && !caps.native_diff {
-            return Some("needs native diff".into());
-        }
-        if let Some(max) = caps.max_depth {
-            if max < self.min_depth {
-                return Some(format!("driver max depth {max} < {}", self.min_depth));
-            }
-        }
-        if self.quota && !caps.quota {
-            return Some("needs quota support".into());
-        }
-        if self.no_quota && caps.quota {
-            return Some("the driver has quota (see set_quota)".into());
-        }
-        if self.read_only_images && !caps.read_only_images {
-            return Some("needs read-only image mounts".into());
-        }
-        if self.rename_dir && !caps.rename_dir {
-            return Some("needs renaming of lower directories".into());
-        }
-        None
-    }
-}
-
-/// A case's function: runs against the harness's driver and returns `Ok` when it passed.
-pub type CaseFn = for<'a> fn(&'a Harness) -> BoxFuture<'a, Result<(), Failure>>;
-
-/// One conformance case, written once against `&dyn Driver`.
-#[derive(Clone, Copy)]
-pub struct Case {
-    /// The case's name, a valid Rust identifier (it is also the test's name).
-    pub name: &'static str,
-    /// What it needs; unmet needs skip it.
-    pub needs: Needs,
-    /// The case itself.
-    pub run: CaseFn,
-}
-
-impl fmt::Debug for Case {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Case")
-            .field("name", &self.name)
-            .field("needs", &self.needs)
-            .finish_non_exhaustive()
-    }
-}
-
-/// How one case ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// It passed.
-    Passed,
-    /// It failed, and why (possibly several lines).
-    Failed(String),
-    /// It did not run, and why.
-    Skipped(String),
-}
-
-/// The result of one case.
-#[derive(Debug, Clone)]
-pub struct CaseResult {
-    /// The case's name.
-    pub name: &'static str,
-    /// How it ended.
-    pub outcome: Outcome,
-    /// How long it took, setup and cleanup included.
-    pub elapsed: Duration,
-}
-
-impl CaseResult {
-    /// The one-line report: `<name> ... ok`, `<name> ... FAILED: why`, `<name> ... skipped: why`.
-    /// A multi-line reason is joined with `; `.
-    pub fn line(&self) -> String {
-        let one = |s: &str| s.lines().collect::<Vec<_>>().join("; ");
-        match &self.outcome {
-            Outcome::Passed => format!("{} ... ok", self.name),
-            Outcome::Failed(why) => format!("{} ... FAILED: {}", self.name, one(why)),
-            Outcome::Skipped(why) => format!("{} ... skipped: {}", self.name, one(why)),
-        }
-    }
-}
-
-/// Counts over a run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Summary {
-    /// Cases that passed.
-    pub passed: usize,
-    /// Cases that failed.
-    pub failed: usize,
-    /// Cases that were skipped.
-    pub skipped: usize,
-}
-
-impl Summary {
-    /// Counts one result.
-    pub fn add(&mut self, outcome: &Outcome) {
-        match outcome {
-            Outcome::Passed => self.passed += 1,
-            Outcome::Failed(_) => self.failed += 1,
-            Outcome::Skipped(_) => self.skipped += 1,
-        }
-    }
-}
-
-impl fmt::Display for Summary {
-    /// The closing line: `N passed, N failed, N skipped`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} passed, {} failed, {} skipped",
-            self.passed, self.failed, self.skipped
-        )
-    }
 }
 
 /// How to run the suite.
@@ -398,6 +161,42 @@ pub async fn run_case(factory: &Factory, case: &Case, opts: &Options) -> CaseRes
 }
 
 async fn run_case_inner(factory: &Factory, case: &Case, opts: &Options) -> Outcome {
+    let run = case.run;
+    let timeout = opts.timeout;
+    with_harness(factory, case.needs, opts, move |harness| async move {
+        let h = harness.clone();
+        let task = tokio::spawn(async move { run(&h).await });
+        let abort = task.abort_handle();
+        match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(Ok(()))) => Outcome::Passed,
+            Ok(Ok(Err(f))) => f.into_outcome(),
+            Ok(Err(join)) if join.is_panic() => {
+                let payload = join.into_panic();
+                Outcome::Failed(format!("panicked: {}", panic_text(&*payload)))
+            }
+            Ok(Err(join)) => Outcome::Failed(format!("case task failed: {join}")),
+            Err(_) => {
+                abort.abort();
+                Outcome::Failed(format!("timed out after {timeout:?}"))
+            }
+        }
+    })
+    .await
+}
+
+/// Sets up a fresh case directory and driver, checks `needs`, runs `body` (which must not
+/// panic: callers spawn what might), and cleans up: `cleanup()`, leftover mounts, the
+/// directory. Problems in cleanup turn the outcome into a failure.
+pub(crate) async fn with_harness<F, Fut>(
+    factory: &Factory,
+    needs: Needs,
+    opts: &Options,
+    body: F,
+) -> Outcome
+where
+    F: FnOnce(Arc<Harness>) -> Fut,
+    Fut: Future<Output = Outcome>,
+{
     let tmp = match make_case_dir(opts) {
         Ok(t) => t,
         Err(e) => return Outcome::Failed(format!("making the case's temporary directory: {e}")),
@@ -417,7 +216,7 @@ async fn run_case_inner(factory: &Factory, case: &Case, opts: &Options) -> Outco
         }
     };
     let privileges = Privileges::detect();
-    if let Some(why) = case.needs.unmet(&driver.capabilities(), &privileges) {
+    if let Some(why) = needs.unmet(&driver.capabilities(), &privileges) {
         let outcome = match driver.cleanup().await {
             Ok(()) => Outcome::Skipped(why),
             Err(e) => Outcome::Failed(format!("cleanup of an unused driver: {e}")),
@@ -436,23 +235,7 @@ async fn run_case_inner(factory: &Factory, case: &Case, opts: &Options) -> Outco
         abandoned: Mutex::new(Vec::new()),
     });
 
-    let run = case.run;
-    let h = harness.clone();
-    let task = tokio::spawn(async move { run(&h).await });
-    let abort = task.abort_handle();
-    let outcome = match tokio::time::timeout(opts.timeout, task).await {
-        Ok(Ok(Ok(()))) => Outcome::Passed,
-        Ok(Ok(Err(f))) => f.into_outcome(),
-        Ok(Err(join)) if join.is_panic() => {
-            let payload = join.into_panic();
-            Outcome::Failed(format!("panicked: {}", panic_text(&*payload)))
-        }
-        Ok(Err(join)) => Outcome::Failed(format!("case task failed: {join}")),
-        Err(_) => {
-            abort.abort();
-            Outcome::Failed(format!("timed out after {:?}", opts.timeout))
-        }
-    };
+    let outcome = body(harness.clone()).await;
 
     // Clean up: the current instance, then whatever mounts are left under our directory.
     let driver = harness.driver();
@@ -602,70 +385,6 @@ pub async fn run_test(factory: Factory, name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn skips_say_why() {
-        let root = Privileges {
-            root: true,
-            init_userns: true,
-        };
-        let user = Privileges {
-            root: false,
-            init_userns: false,
-        };
-        let caps = Capabilities {
-            max_depth: Some(128),
-            ..Capabilities::default()
-        };
-        assert_eq!(Needs::NOTHING.unmet(&caps, &user), None);
-        assert_eq!(
-            Needs::NOTHING.root().unmet(&caps, &user).as_deref(),
-            Some("needs root")
-        );
-        assert_eq!(Needs::NOTHING.root().unmet(&caps, &root), None);
-        assert_eq!(
-            Needs::NOTHING.depth(499).unmet(&caps, &root).as_deref(),
-            Some("driver max depth 128 < 499")
-        );
-        let unbounded = Capabilities::default();
-        assert_eq!(Needs::NOTHING.depth(499).unmet(&unbounded, &root), None);
-        assert!(Needs::NOTHING.native_diff().unmet(&caps, &root).is_some());
-        assert!(Needs::NOTHING.no_quota().unmet(&caps, &root).is_none());
-        let quota = Capabilities {
-            quota: true,
-            ..Capabilities::default()
-        };
-        assert!(Needs::NOTHING.no_quota().unmet(&quota, &root).is_some());
-        let needs_root = Capabilities {
-            needs_root: true,
-            ..Capabilities::default()
-        };
-        assert_eq!(
-            Needs::NOTHING.unmet(&needs_root, &user).as_deref(),
-            Some("the driver needs root")
-        );
-    }
-
-    #[test]
-    fn lines_and_summary() {
-        let r = CaseResult {
-            name: "create_empty",
-            outcome: Outcome::Failed("a\nb".into()),
-            elapsed: Duration::ZERO,
-        };
-        assert_eq!(r.line(), "create_empty ... FAILED: a; b");
-        let r = CaseResult {
-            name: "x",
-            outcome: Outcome::Skipped("needs root".into()),
-            elapsed: Duration::ZERO,
-        };
-        assert_eq!(r.line(), "x ... skipped: needs root");
-        let mut s = Summary::default();
-        s.add(&Outcome::Passed);
-        s.add(&Outcome::Passed);
-        s.add(&Outcome::Skipped(String::new()));
-        assert_eq!(s.to_string(), "2 passed, 0 failed, 1 skipped");
-    }
 
     #[test]
     fn mountinfo_points_are_unescaped() {

@@ -27,6 +27,9 @@
 //! - A runner (the `strata conformance` command) calls [`run`], printing
 //!   [`CaseResult::line`] for each case (`<name> ... ok`, `... FAILED: why`,
 //!   `... skipped: why`) and the [`Summary`] as the closing `N passed, N failed, N skipped`.
+//! - [`bench::bench`] runs graphtest's nine benchmarks against any driver (a fresh driver
+//!   each) and [`bench::table`] prints them; `cargo bench -p strata-conformance` does so for the
+//!   built-in drivers (`benches/graphbench.rs`).
 //!
 //! # The harness
 //!
@@ -50,28 +53,37 @@
 //!   read-only.
 //! - `deep_layer_read_N` stacks N layers on a base, as graphtest does: a chain of N + 1.
 //!   `deep_layer_read_max` reads a chain of exactly the driver's `max_depth`, or of
-//!   [`cases::graphtest::UNBOUNDED_DEPTH`] (500, overlayfs's limit) for an unbounded driver.
+//!   [`cases::graphtest::UNBOUNDED_DEPTH`] (256, twice overlay2's limit) for an unbounded driver.
 //! - Stacks are compared with a flat directory that received the same steps ([`ops::Flat`],
 //!   [`tree`]): types, contents, modes, owners, xattrs and hardlink structure; times only in
-//!   round trips through a tar.
+//!   round trips through a tar. Every stack is also rebuilt layer by layer from
+//!   `diff(layer, parent)` applied onto a fresh image layer, which must give the same views.
+//! - Judgement calls where a contract meets a limit of the naive diff or of a capability:
+//!   `apply_diff`'s size must equal `diff_size` afterwards only for native diffs (a naive
+//!   `diff_size` cannot see a same-size rewrite within one second, Docker's mtime rule);
+//!   `read_only_mount` (`MountOpts::read_only` gives EROFS) needs `read_only_images`, the only
+//!   capability that says a driver can mount read-only at all; a file and its own whiteout in
+//!   one layer keep the file, in either order (image-spec: whiteouts affect lower layers only).
 //! - Not mapped from containerd: Stat/Walk/Update (records are the engine's) and
 //!   RemoveIntermediateSnapshot (the driver does not check for children; the engine does).
 
 #![deny(missing_docs)]
 
+pub mod bench;
+mod case;
 pub mod cases;
 mod check;
 pub mod fixtures;
 mod harness;
 pub mod ops;
+mod report;
 pub mod tarfile;
 pub mod tree;
 
+pub use case::{Case, CaseFn, Needs, Privileges};
 pub use check::{Context, Failure, expect_kind, id};
-pub use harness::{
-    BoxFuture, Case, CaseFn, CaseResult, Factory, Harness, Needs, Options, Outcome, Privileges,
-    Summary, factory, run, run_case, run_test,
-};
+pub use harness::{BoxFuture, Factory, Harness, Options, factory, run, run_case, run_test};
+pub use report::{CaseResult, Outcome, Summary};
 
 /// Runs one generated test on a fresh multi-threaded runtime (what [`suite!`] expands to).
 #[doc(hidden)]
@@ -123,7 +135,7 @@ macro_rules! case_table {
     };
 }
 
-use cases::{graphtest, hostile, lifecycle, roundtrip, snapshotter, whiteouts};
+use cases::{graphtest, hostile, lifecycle, malformed, mounts, roundtrip, snapshotter, whiteouts};
 
 const ANY: Needs = Needs::NOTHING;
 
@@ -143,10 +155,12 @@ case_table! { $
     remove_frees_data => lifecycle::remove_frees_data, ANY;
     missing_layer_not_found => lifecycle::missing_layer_not_found, ANY;
     exists_and_metadata => lifecycle::exists_and_metadata, ANY;
-    refcounted_get_put => lifecycle::refcounted_get_put, ANY;
-    remove_mounted_busy => lifecycle::remove_mounted_busy, ANY;
-    get_survives_restart => lifecycle::get_survives_restart, ANY;
-    cleanup_unmounts => lifecycle::cleanup_unmounts, ANY;
+    refcounted_get_put => mounts::refcounted_get_put, ANY;
+    remove_mounted_busy => mounts::remove_mounted_busy, ANY;
+    get_survives_restart => mounts::get_survives_restart, ANY;
+    cleanup_unmounts => mounts::cleanup_unmounts, ANY;
+    concurrent_get_put => mounts::concurrent_get_put, ANY;
+    concurrent_creates => mounts::concurrent_creates, ANY;
 
     create_base => graphtest::create_base, ANY;
     create_snap => graphtest::create_snap, ANY;
@@ -156,6 +170,7 @@ case_table! { $
     diff_apply_10 => graphtest::diff_apply_10, ANY;
     diff_apply_1000 => graphtest::diff_apply_1000, ANY;
     changes_20 => graphtest::changes_20, ANY;
+    changes_kinds => graphtest::changes_kinds, ANY;
 
     basic_stacking => snapshotter::basic_stacking, ANY;
     transitivity => snapshotter::transitivity, ANY;
@@ -165,6 +180,7 @@ case_table! { $
     dir_ownership_3_layers => snapshotter::dir_ownership_3_layers, ANY.root();
     deleted_stays_deleted => snapshotter::deleted_stays_deleted, ANY;
     hardlink_from_lower => snapshotter::hardlink_from_lower, ANY;
+    new_link_to_lower_file => snapshotter::new_link_to_lower_file, ANY;
     rename_file => snapshotter::rename_file, ANY;
     rename_lower_dir => snapshotter::rename_lower_dir, ANY.rename_dir();
     read_only_image => snapshotter::read_only_image, ANY.read_only_images();
@@ -185,6 +201,8 @@ case_table! { $
     diff_deterministic => roundtrip::diff_deterministic, ANY;
     apply_size_and_diff_size => roundtrip::apply_size_and_diff_size, ANY;
     apply_failing_stream => roundtrip::apply_failing_stream, ANY;
+    diff_holds_only_changes => roundtrip::diff_holds_only_changes, ANY;
+    native_matches_naive => roundtrip::native_matches_naive, ANY.native_diff();
 
     hostile_dotdot => hostile::hostile_dotdot, ANY;
     hostile_absolute => hostile::hostile_absolute, ANY;
@@ -192,9 +210,10 @@ case_table! { $
     hostile_hardlinks => hostile::hostile_hardlinks, ANY;
     hostile_whiteouts => hostile::hostile_whiteouts, ANY;
     hostile_overlay_xattrs => hostile::hostile_overlay_xattrs, ANY;
-    hostile_truncated => hostile::hostile_truncated, ANY;
-    hostile_huge_headers => hostile::hostile_huge_headers, ANY;
-    hostile_duplicates => hostile::hostile_duplicates, ANY;
+    hostile_truncated => malformed::hostile_truncated, ANY;
+    hostile_huge_headers => malformed::hostile_huge_headers, ANY;
+    hostile_duplicates => malformed::hostile_duplicates, ANY;
+    hostile_metadata => malformed::hostile_metadata, ANY;
 }
 
 #[cfg(test)]

@@ -168,7 +168,9 @@ pub async fn write_ops(d: &dyn Driver, id: &LayerId, ops: &[Op]) -> Result<(), F
 
 /// Builds a chain of writable layers `<prefix>-1`, `<prefix>-2`, ... one per step list, and
 /// after each requires its merged view to equal a flat directory that got the same steps.
-/// Returns the ids, bottom first.
+/// Then checks each layer again (children must not change parents) and rebuilds each from
+/// `diff(layer, parent)` applied onto a fresh image layer on the parent, which must give the
+/// same view. Returns the ids, bottom first.
 pub async fn check_stack(
     d: &dyn Driver,
     scratch: &Path,
@@ -185,13 +187,29 @@ pub async fn check_stack(
         ids.push(id);
     }
     // Every layer again, now that all have children: a child must not change its parents.
+    // And each layer's diff against its parent, applied onto a fresh image layer on that
+    // parent, must give the same view: what was written survives export and import.
     let check = Flat::new(scratch, &format!("flat-{prefix}-again"))?;
-    for (id, ops) in ids.iter().zip(layers) {
+    for (i, (id, ops)) in ids.iter().zip(layers).enumerate() {
         check.apply(ops).await?;
         check
             .ensure_view(d, id, Compare::FLAT)
             .await
             .ctx("after its children were made")?;
+        let parent = if i == 0 { None } else { Some(&ids[i - 1]) };
+        let copy = crate::check::id(&format!("{id}-rt"));
+        d.create(&copy, parent, &CreateOpts::default())
+            .await
+            .ctx(format!("create {copy}"))?;
+        let tar = d.diff(id, parent).await.ctx(format!("diff {id}"))?;
+        d.apply_diff(&copy, parent, tar)
+            .await
+            .ctx(format!("apply_diff of diff {id} onto {copy}"))?;
+        check
+            .ensure_view(d, &copy, Compare::FLAT)
+            .await
+            .ctx(format!("{id} rebuilt from its diff"))?;
+        d.remove(&copy, false).await.ctx(format!("remove {copy}"))?;
     }
     Ok(ids)
 }

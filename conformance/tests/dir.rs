@@ -12,3 +12,12 @@ strata_conformance::suite!(dir_copy, |home: &Path| {
     };
     Ok(Arc::new(DirDriver::new(home.to_path_buf(), config)?) as Arc<dyn Driver>)
 });
+
+// The FUSE mount mode: every case is skipped ("driver not supported here") until the driver
+// implements it, and runs from then on.
+strata_conformance::suite!(dir_fuse, |home: &Path| {
+    let config = Config {
+        mount: MountMode::Fuse,
+    };
+    Ok(Arc::new(DirDriver::new(home.to_path_buf(), config)?) as Arc<dyn Driver>)
+});

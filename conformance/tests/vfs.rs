@@ -163,6 +163,12 @@ impl Driver for Vfs {
     }
 
     async fn get(&self, id: &LayerId, _opts: &MountOpts) -> Result<PathBuf> {
+        if self.bug == Some("panic-in-get") {
+            panic!("a driver bug");
+        }
+        if self.bug == Some("hang-in-get") {
+            std::future::pending::<()>().await;
+        }
         self.check_exists(id)?;
         self.count(id);
         let mut counts = self.counts.lock().unwrap();
@@ -308,5 +314,84 @@ async fn the_suite_catches_broken_drivers() {
     assert!(
         escaped.is_empty(),
         "defects the suite did not catch: {escaped:#?}"
+    );
+}
+
+/// Graphtest's benchmarks run end to end (one iteration each) and report a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn benchmarks_run() {
+    use strata_conformance::{Options, Outcome, bench, factory};
+    let f = factory(|home: &Path| Ok(Arc::new(Vfs::new(home)?) as Arc<dyn Driver>));
+    let results = bench::bench(&f, &Options::default(), Some(1), &mut |_| {}).await;
+    assert_eq!(results.len(), bench::benches().len());
+    for r in &results {
+        assert_eq!(r.outcome, Outcome::Passed, "{}", r.line());
+        assert!(r.total > std::time::Duration::ZERO, "{}", r.line());
+    }
+    eprintln!("{}", bench::table(&results));
+}
+
+/// The harness turns a panicking case into a failure, stops a hung one at the timeout, and
+/// cleans up after both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panics_and_hangs_are_failures() {
+    use strata_conformance::{Options, Outcome, cases, factory, run_case};
+    let case = cases()
+        .iter()
+        .find(|c| c.name == "refcounted_get_put")
+        .unwrap();
+    let opts = Options {
+        timeout: std::time::Duration::from_secs(2),
+        ..Options::default()
+    };
+    for (bug, want) in [
+        ("panic-in-get", "panicked: a driver bug"),
+        ("hang-in-get", "timed out"),
+    ] {
+        let f = factory(move |home: &Path| {
+            Ok(Arc::new(Vfs::with_bug(home, Some(bug))?) as Arc<dyn Driver>)
+        });
+        let r = run_case(&f, case, &opts).await;
+        match &r.outcome {
+            Outcome::Failed(why) => assert!(why.starts_with(want), "{bug}: {why}"),
+            other => panic!("{bug}: {other:?}"),
+        }
+        assert!(
+            r.line().starts_with("refcounted_get_put ... FAILED: "),
+            "{}",
+            r.line()
+        );
+    }
+}
+
+/// `run` reports every case once and counts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_reports_and_counts() {
+    use strata_conformance::{Options, factory, run};
+    let f = factory(|home: &Path| Ok(Arc::new(Vfs::new(home)?) as Arc<dyn Driver>));
+    let opts = Options {
+        filter: Some("create_".into()),
+        ..Options::default()
+    };
+    let mut lines = Vec::new();
+    let summary = run(&f, &opts, &mut |r| lines.push(r.line())).await;
+    assert_eq!(
+        summary.passed + summary.failed + summary.skipped,
+        lines.len()
+    );
+    assert!(lines.len() >= 5, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.split(" ... ").next().unwrap().contains("create_")),
+        "{lines:?}"
+    );
+    assert_eq!(summary.failed, 0, "{lines:?}");
+    assert_eq!(
+        summary.to_string(),
+        format!(
+            "{} passed, 0 failed, {} skipped",
+            summary.passed, summary.skipped
+        )
     );
 }

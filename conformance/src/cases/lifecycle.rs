@@ -1,8 +1,7 @@
-//! The storage half of the trait: create, remove, get/put refcounts, exists, metadata,
-//! cleanup, ids. One case per sentence of the contracts in driver-api's `driver.rs`.
+//! The storage half of the trait: create, remove, exists, metadata, ids. One case per
+//! sentence of the contracts in driver-api's `driver.rs`; mounting is in `mounts`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use strata_driver_api::{CreateOpts, ErrorKind, LayerId, MountOpts};
 
@@ -20,7 +19,7 @@ fn size_opts(size: u64) -> CreateOpts {
     }
 }
 
-async fn read_file(
+pub(crate) async fn read_file(
     d: &dyn strata_driver_api::Driver,
     layer: &LayerId,
     path: &'static str,
@@ -31,6 +30,27 @@ async fn read_file(
         Err(e) => Err(Failure::failed(format!("read {path}: {e}"))),
     })
     .await
+}
+
+/// A snapshot of the driver's home after one layer was made (so state a driver creates
+/// lazily exists), to show later that refused calls left nothing behind.
+async fn warm_home(h: &Harness) -> Result<crate::tree::Tree, Failure> {
+    let d = h.driver();
+    d.create(&id("warm"), None, &CreateOpts::default())
+        .await
+        .ctx("create warm")?;
+    let home = h.home().to_path_buf();
+    blocking(move || crate::tree::snapshot(&home)).await
+}
+
+async fn home_unchanged(
+    h: &Harness,
+    before: &crate::tree::Tree,
+    what: &str,
+) -> Result<(), Failure> {
+    let home = h.home().to_path_buf();
+    let now = blocking(move || crate::tree::snapshot(&home)).await?;
+    crate::tree::ensure_same(&now, before, crate::tree::Compare::FLAT, what)
 }
 
 /// name() is usable as a directory name; status() has no empty keys.
@@ -144,6 +164,7 @@ pub async fn create_exists(h: &Harness) -> Result<(), Failure> {
 /// A missing parent is ParentNotFound, for both kinds, and leaves nothing behind.
 pub async fn create_missing_parent(h: &Harness) -> Result<(), Failure> {
     let d = h.driver();
+    let before = warm_home(h).await?;
     let child = id("child");
     let ghost = id("ghost");
     let none = CreateOpts::default();
@@ -165,6 +186,7 @@ pub async fn create_missing_parent(h: &Harness) -> Result<(), Failure> {
         !d.exists(&child).await.ctx("exists")?,
         "a failed create_rw left the layer behind"
     );
+    home_unchanged(h, &before, "the home after refused creates").await?;
     d.create(&child, None, &none)
         .await
         .ctx("create the id after the failures")?;
@@ -174,6 +196,7 @@ pub async fn create_missing_parent(h: &Harness) -> Result<(), Failure> {
 /// `opts.size` on an image layer is InvalidInput and leaves nothing behind.
 pub async fn create_image_with_size(h: &Harness) -> Result<(), Failure> {
     let d = h.driver();
+    let before = warm_home(h).await?;
     let a = id("sized");
     expect_kind(
         d.create(&a, None, &size_opts(1 << 20)).await,
@@ -184,12 +207,14 @@ pub async fn create_image_with_size(h: &Harness) -> Result<(), Failure> {
         !d.exists(&a).await.ctx("exists")?,
         "a refused create left the layer behind"
     );
+    home_unchanged(h, &before, "the home after refused creates").await?;
     Ok(())
 }
 
 /// An unknown storage option is InvalidInput for both kinds and leaves nothing behind.
 pub async fn unknown_storage_opt(h: &Harness) -> Result<(), Failure> {
     let d = h.driver();
+    let before = warm_home(h).await?;
     let a = id("opts");
     let opts = CreateOpts {
         storage_opts: BTreeMap::from([("strata-conformance-no-such-option".into(), "1".into())]),
@@ -209,12 +234,14 @@ pub async fn unknown_storage_opt(h: &Harness) -> Result<(), Failure> {
         !d.exists(&a).await.ctx("exists")?,
         "a refused create left the layer behind"
     );
+    home_unchanged(h, &before, "the home after refused creates").await?;
     Ok(())
 }
 
 /// Without quota, `opts.size` on a writable layer is NotSupported and leaves nothing behind.
 pub async fn rw_size_not_supported(h: &Harness) -> Result<(), Failure> {
     let d = h.driver();
+    let before = warm_home(h).await?;
     let a = id("sized");
     expect_kind(
         d.create_rw(&a, None, &size_opts(50 << 20)).await,
@@ -225,6 +252,7 @@ pub async fn rw_size_not_supported(h: &Harness) -> Result<(), Failure> {
         !d.exists(&a).await.ctx("exists")?,
         "a refused create_rw left the layer behind"
     );
+    home_unchanged(h, &before, "the home after refused creates").await?;
     Ok(())
 }
 
@@ -458,137 +486,5 @@ pub async fn exists_and_metadata(h: &Harness) -> Result<(), Failure> {
             ensure!(!k.is_empty(), "metadata({l}) has an empty key");
         }
     }
-    Ok(())
-}
-
-/// graphtest's refcounts: two gets, one put: still mounted and readable; the second put
-/// unmounts; a put of a layer that is not mounted is a no-op.
-pub async fn refcounted_get_put(h: &Harness) -> Result<(), Failure> {
-    let d = h.driver();
-    let a = id("a");
-    ops::rw_layer(&*d, &a, None, &[file("f", "data", 0o644)]).await?;
-    ensure!(
-        !d.is_mounted(&a).await.ctx("is_mounted")?,
-        "mounted before any get"
-    );
-    d.put(&a).await.ctx("put of a layer never mounted")?;
-    let p1 = d.get(&a, &MountOpts::default()).await.ctx("first get")?;
-    let p2 = d.get(&a, &MountOpts::default()).await.ctx("second get")?;
-    ensure!(
-        d.is_mounted(&a).await.ctx("is_mounted")?,
-        "not mounted after get"
-    );
-    d.put(&a).await.ctx("first put")?;
-    ensure!(
-        d.is_mounted(&a).await.ctx("is_mounted")?,
-        "unmounted by the first of two puts"
-    );
-    let content = blocking(move || std::fs::read(p2.join("f")).ctx("read after one put")).await?;
-    ensure_eq!(content, b"data".to_vec(), "content after one put");
-    d.put(&a).await.ctx("second put")?;
-    ensure!(
-        !d.is_mounted(&a).await.ctx("is_mounted")?,
-        "still mounted after the last put"
-    );
-    d.put(&a).await.ctx("put after the last put")?;
-    ensure!(p1.is_absolute(), "get returned a relative path");
-    Ok(())
-}
-
-/// A mounted layer is Busy to remove; forced, it is unmounted and removed.
-pub async fn remove_mounted_busy(h: &Harness) -> Result<(), Failure> {
-    let d = h.driver();
-    let a = id("a");
-    ops::rw_layer(&*d, &a, None, &[file("f", "data", 0o644)]).await?;
-    let path = d.get(&a, &MountOpts::default()).await.ctx("get")?;
-    expect_kind(
-        d.remove(&a, false).await,
-        ErrorKind::Busy,
-        "remove while mounted",
-    )?;
-    ensure!(
-        d.exists(&a).await.ctx("exists")?,
-        "a refused remove removed the layer"
-    );
-    ensure!(
-        d.is_mounted(&a).await.ctx("is_mounted")?,
-        "a refused remove unmounted the layer"
-    );
-    let p = path.clone();
-    let content =
-        blocking(move || std::fs::read(p.join("f")).ctx("read after refused remove")).await?;
-    ensure_eq!(content, b"data".to_vec(), "content after a refused remove");
-    d.remove(&a, true)
-        .await
-        .ctx("remove --force while mounted")?;
-    ensure!(
-        !d.exists(&a).await.ctx("exists")?,
-        "exists after a forced remove"
-    );
-    Ok(())
-}
-
-/// The refcount survives a restart: a new instance sees the mount, adopts it with a count of
-/// one, and its put unmounts it, keeping what was written.
-pub async fn get_survives_restart(h: &Harness) -> Result<(), Failure> {
-    let d = h.driver();
-    let a = id("a");
-    d.create_rw(&a, None, &CreateOpts::default())
-        .await
-        .ctx("create_rw")?;
-    let path = d.get(&a, &MountOpts::default()).await.ctx("get")?;
-    blocking(move || std::fs::write(path.join("written"), b"before restart").ctx("write")).await?;
-    let d = h.restart()?;
-    ensure!(
-        d.is_mounted(&a).await.ctx("is_mounted after restart")?,
-        "the new instance does not see the mount"
-    );
-    d.put(&a).await.ctx("put by the new instance")?;
-    ensure!(
-        !d.is_mounted(&a).await.ctx("is_mounted")?,
-        "still mounted after the adopted mount's put"
-    );
-    ensure_eq!(
-        read_file(&*d, &a, "written").await?,
-        Some(b"before restart".to_vec()),
-        "what was written before the restart"
-    );
-    Ok(())
-}
-
-/// cleanup unmounts everything, and the layers (and what was written) survive it.
-pub async fn cleanup_unmounts(h: &Harness) -> Result<(), Failure> {
-    let d = h.driver();
-    let (a, b) = (id("a"), id("b"));
-    d.create_rw(&a, None, &CreateOpts::default())
-        .await
-        .ctx("create_rw a")?;
-    d.create_rw(&b, Some(&a), &CreateOpts::default())
-        .await
-        .ctx("create_rw b")?;
-    let pa = d.get(&a, &MountOpts::default()).await.ctx("get a")?;
-    d.get(&a, &MountOpts::default()).await.ctx("get a again")?;
-    let pb: PathBuf = d.get(&b, &MountOpts::default()).await.ctx("get b")?;
-    blocking(move || std::fs::write(pb.join("in-b"), b"b").ctx("write b")).await?;
-    drop(pa);
-    d.cleanup().await.ctx("cleanup")?;
-    ensure!(
-        !d.is_mounted(&a).await.ctx("is_mounted a")?,
-        "a still mounted after cleanup"
-    );
-    ensure!(
-        !d.is_mounted(&b).await.ctx("is_mounted b")?,
-        "b still mounted after cleanup"
-    );
-    let d = h.restart()?;
-    ensure!(
-        d.exists(&a).await.ctx("exists")? && d.exists(&b).await.ctx("exists")?,
-        "layers gone after cleanup"
-    );
-    ensure_eq!(
-        read_file(&*d, &b, "in-b").await?,
-        Some(b"b".to_vec()),
-        "b's file after cleanup"
-    );
     Ok(())
 }

@@ -4,6 +4,8 @@
 pub mod graphtest;
 pub mod hostile;
 pub mod lifecycle;
+pub mod malformed;
+pub mod mounts;
 pub mod roundtrip;
 pub mod snapshotter;
 pub mod whiteouts;

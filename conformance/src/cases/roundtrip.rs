@@ -6,10 +6,11 @@ use std::os::unix::fs::PermissionsExt;
 
 use strata_driver_api::CreateOpts;
 
+use crate::Privileges;
 use crate::cases::whiteouts::{apply_layer, diff_bytes};
 use crate::check::{Context, Failure, id};
 use crate::fixtures::with_mounted;
-use crate::harness::{Harness, Privileges};
+use crate::harness::Harness;
 use crate::ops::{self, Op, file};
 use crate::tarfile::{Entry, Verify, stream, verify_entries};
 use crate::tree::{self, Compare};
@@ -142,7 +143,20 @@ pub async fn metadata_roundtrip_apply(h: &Harness) -> Result<(), Failure> {
     };
     let want = with_mounted(&*d, &a, move |root| {
         verify_entries(root, &spec, how)?;
-        tree::snapshot(root)
+        let tree = tree::snapshot(root)?;
+        // Exactly the tar's paths: nothing the driver keeps for itself shows in a view.
+        let mut expected: std::collections::BTreeSet<std::path::PathBuf> = spec
+            .iter()
+            .map(|e| std::path::Path::new("/").join(String::from_utf8_lossy(&e.path).as_ref()))
+            .collect();
+        expected.insert("/".into());
+        let got: std::collections::BTreeSet<_> = tree.keys().cloned().collect();
+        let extra: Vec<_> = got.difference(&expected).collect();
+        ensure!(
+            extra.is_empty(),
+            "the view holds paths the tar did not: {extra:?}"
+        );
+        Ok(tree)
     })
     .await
     .ctx("the applied layer against the tar")?;
@@ -431,4 +445,154 @@ impl tokio::io::AsyncRead for FailAfter {
         self.pos = end;
         std::task::Poll::Ready(Ok(()))
     }
+}
+
+/// `diff(child, parent)` holds the child's changes and nothing else of the image: the
+/// changed files, the whiteout of a deleted one, and at most their parent directories.
+pub async fn diff_holds_only_changes(h: &Harness) -> Result<(), Failure> {
+    let d = h.driver();
+    let (base, child) = (id("base"), id("child"));
+    d.create_rw(&base, None, &CreateOpts::default())
+        .await
+        .ctx("create base")?;
+    crate::fixtures::add_many_files(&*d, &base, 250, 3).await?;
+    ops::rw_layer(
+        &*d,
+        &child,
+        Some(&base),
+        &[
+            Op::File("directory-100/file-150", b"changed".to_vec(), 0o755),
+            file("directory-200/new", "new", 0o644),
+            Op::RemoveAll("directory-0/file-7"),
+        ],
+    )
+    .await?;
+    let names: Vec<String> = tar_names(&diff_bytes(&*d, &child, Some(&base)).await?)?
+        .into_iter()
+        .map(|n| n.trim_start_matches("./").trim_end_matches('/').to_string())
+        .collect();
+    let must = [
+        "directory-100/file-150",
+        "directory-200/new",
+        "directory-0/.wh.file-7",
+    ];
+    let may = ["directory-100", "directory-200", "directory-0"];
+    for m in must {
+        ensure!(
+            names.iter().any(|n| n == m),
+            "diff(child, base) lacks {m}: {names:?}"
+        );
+    }
+    let extra: Vec<&String> = names
+        .iter()
+        .filter(|n| !must.contains(&n.as_str()) && !may.contains(&n.as_str()) && !n.is_empty())
+        .collect();
+    ensure!(
+        extra.is_empty(),
+        "diff(child, base) holds unchanged paths: {extra:?}"
+    );
+    let changes = d.changes(&base, None).await.ctx("changes(base, none)")?;
+    ensure!(
+        changes
+            .iter()
+            .all(|c| c.kind == strata_driver_api::ChangeKind::Add),
+        "changes of a base layer must all be Add"
+    );
+    ensure_eq!(
+        changes.len(),
+        250 + 3,
+        "changes(base, none): 250 files in 3 directories"
+    );
+    Ok(())
+}
+
+/// A native diff agrees with the naive one computed from the same two mounted views: the same
+/// changes, the same size, and tars that rebuild the same view.
+pub async fn native_matches_naive(h: &Harness) -> Result<(), Failure> {
+    use strata_driver_api::naive;
+    let d = h.driver();
+    let (base, upper) = (id("base"), id("upper"));
+    ops::rw_layer(
+        &*d,
+        &base,
+        None,
+        &[
+            file("a", "aaaa", 0o644),
+            file("b", "bbbb", 0o644),
+            Op::File("c", vec![5; 3000], 0o600),
+            Op::Dir("d", 0o755),
+            file("d/x", "x", 0o644),
+            Op::Dir("keep", 0o700),
+            file("keep/k", "k", 0o644),
+            Op::Symlink("a", "s"),
+            file("h1", "linked", 0o644),
+            Op::Link("h1", "h2"),
+        ],
+    )
+    .await?;
+    ops::rw_layer(
+        &*d,
+        &upper,
+        Some(&base),
+        &[
+            Op::Chmod("a", 0o600),
+            file("b", "BBBB", 0o644),
+            Op::RemoveAll("c"),
+            file("d/y", "y", 0o644),
+            Op::RemoveAll("keep"),
+            Op::RemoveAll("s"),
+            Op::Symlink("b", "s"),
+            Op::Dir("new", 0o750),
+            Op::File("new/big", vec![9; 100_000], 0o644),
+        ],
+    )
+    .await?;
+    let native = d.changes(&upper, Some(&base)).await.ctx("changes")?;
+    let naive_changes = naive::changes(&*d, &upper, Some(&base))
+        .await
+        .ctx("naive changes")?;
+    ensure_eq!(
+        native,
+        naive_changes,
+        "native changes against the naive ones"
+    );
+    let native_size = d.diff_size(&upper, Some(&base)).await.ctx("diff_size")?;
+    let naive_size = naive::diff_size(&*d, &upper, Some(&base))
+        .await
+        .ctx("naive diff_size")?;
+    ensure_eq!(
+        native_size,
+        naive_size,
+        "native diff_size against the naive one"
+    );
+
+    let want = with_mounted(&*d, &upper, tree::snapshot).await?;
+    let how = Compare {
+        hardlinks: false,
+        ..Compare::FLAT
+    };
+    for (name, naive_side) in [("native", false), ("naive", true)] {
+        let copy = id(&format!("copy-{name}"));
+        d.create(&copy, Some(&base), &CreateOpts::default())
+            .await
+            .ctx("create copy")?;
+        let tar = if naive_side {
+            naive::diff(&*d, &upper, Some(&base))
+                .await
+                .ctx("naive diff")?
+        } else {
+            d.diff(&upper, Some(&base)).await.ctx("diff")?
+        };
+        d.apply_diff(&copy, Some(&base), tar)
+            .await
+            .ctx(format!("apply the {name} diff"))?;
+        let got = with_mounted(&*d, &copy, tree::snapshot).await?;
+        tree::ensure_same(
+            &got,
+            &want,
+            how,
+            &format!("upper rebuilt from the {name} diff"),
+        )?;
+    }
+    Ok(())
 }

@@ -443,3 +443,23 @@ pub async fn diff_whole_view(h: &Harness) -> Result<(), Failure> {
     }
     flat.ensure_view(&*d, &copy, Compare::FLAT).await
 }
+
+/// A new hardlink to a file the upper layer did not change: the view shows one inode under
+/// both names, and the diff carries the source before the link, so the layer rebuilds from
+/// it (research/layer-security.md, diff case 52).
+pub async fn new_link_to_lower_file(h: &Harness) -> Result<(), Failure> {
+    check_stack(
+        &*h.driver(),
+        h.scratch(),
+        "newlink",
+        &[
+            vec![
+                Op::Dir("bin", 0o755),
+                file("bin/tool", "#!/bin/true\n", 0o755),
+            ],
+            vec![Op::Link("bin/tool", "bin/alias"), file("other", "o", 0o644)],
+        ],
+    )
+    .await
+    .map(drop)
+}
