@@ -497,3 +497,45 @@ fn missing_root_is_not_found() {
     .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
 }
+
+/// Modes the umask would cut, and xattrs on symlinks and FIFOs (set without following).
+#[test]
+fn special_files_modes_and_xattrs() {
+    let env = Env::new();
+    let target = env.outside.join("passwd");
+    let mut es = vec![
+        E::fifo("fifo-666").mode(0o666),
+        E::fifo("fifo-sticky").mode(0o1777),
+        // user.* is refused by the kernel on symlinks and FIFOs: skipped, not an error.
+        E::symlink("link", target.as_os_str().as_encoded_bytes()).xattr("user.x", "v"),
+    ];
+    if is_root() {
+        es.push(
+            E::symlink("tlink", target.as_os_str().as_encoded_bytes())
+                .xattr("trusted.t", "on the link"),
+        );
+        es.push(E::fifo("tfifo").xattr("trusted.t", "on the fifo"));
+    }
+    env.apply(&tar_of(es), REMOVE).unwrap();
+    let mode = |p: &str| std::fs::symlink_metadata(env.path(p)).unwrap().mode() & 0o7777;
+    assert_eq!(mode("fifo-666"), 0o666);
+    assert_eq!(mode("fifo-sticky"), 0o1777);
+    assert_eq!(get_xattr(&env.path("link"), "user.x"), None);
+    assert_eq!(get_xattr(&target, "user.x"), None);
+    if root_or_skip("trusted xattrs on a symlink and a FIFO") {
+        assert_eq!(
+            get_xattr(&env.path("tlink"), "trusted.t").as_deref(),
+            Some(&b"on the link"[..])
+        );
+        assert_eq!(
+            get_xattr(&env.path("tfifo"), "trusted.t").as_deref(),
+            Some(&b"on the fifo"[..])
+        );
+        assert_eq!(
+            get_xattr(&target, "trusted.t"),
+            None,
+            "followed the symlink"
+        );
+    }
+    env.check_outside();
+}

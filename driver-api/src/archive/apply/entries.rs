@@ -47,7 +47,8 @@ pub(super) fn create_leaf<T>(
 ) -> Result<T> {
     match make() {
         Err(Errno::EXIST) => {
-            inroot::remove_all(dir, name).map_err(|e| root.err("remove", path, e))?;
+            root.remove_all(dir, name)
+                .map_err(|e| root.err("remove", path, e))?;
             make().map_err(|e| root.err(call, path, e))
         }
         other => other.map_err(|e| root.err(call, path, e)),

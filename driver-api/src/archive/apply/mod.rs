@@ -3,15 +3,19 @@
 //!
 //! The work is split by job:
 //! - `reader`: a bounded, streaming tar parser (PAX, GNU long names, limits, end of archive);
+//! - `fields`: numeric header fields and PAX records;
 //! - `names`: lexical cleaning of entry names (`../x` is rejected, `/x` lands under the root);
 //! - `inroot`: in-root resolution with `openat2(RESOLVE_IN_ROOT)` and removal;
+//! - `emulate`: the same resolution in userspace where `openat2` is missing;
 //! - `entries`: creating each kind of entry and setting its metadata, fd-based;
 //! - `whiteouts`: the three [`WhiteoutMode`]s;
 //! - `track`: what this archive made, for the "whiteouts only affect lower layers" rule.
 //!
 //! The rules it enforces are listed on [`apply_tar`].
 
+mod emulate;
 mod entries;
+mod fields;
 mod inroot;
 mod names;
 mod reader;
@@ -117,16 +121,20 @@ pub struct ApplyStats {
 ///   over 4095 bytes rejects it too. The root is never replaced: an entry naming the root
 ///   (`.`, `/`, empty) may only be a directory, and then only updates the root's attributes.
 /// - **Resolution**: the parent of each entry is resolved with `openat2(RESOLVE_IN_ROOT |
-///   RESOLVE_NO_MAGICLINKS)`, so symlinks in the layer resolve as in a chroot; missing parents
-///   are made one component at a time (`0755`, owned as the process). The leaf is created with
-///   `*at` calls on the parent's descriptor that never follow a symlink in the last component.
-///   A symlink loop, a parent that is a file or a dangling symlink rejects the archive.
+///   RESOLVE_NO_MAGICLINKS)`, so symlinks in the layer resolve as in a chroot (an equivalent
+///   userspace walk where `openat2` is missing: kernels before 5.6, seccomp sandboxes);
+///   missing parents are made one component at a time (`0755`, owned as the process),
+///   following a dangling symlink in-root as the kernel would. The leaf is created with `*at`
+///   calls on the parent's descriptor that never follow a symlink in the last component. A
+///   symlink loop or a parent that is not a directory rejects the archive. Paths are never
+///   cached across entries; the last parent's descriptor is, until anything is removed.
 /// - **Existing paths**: a directory over a directory keeps it and takes the entry's mode,
 ///   owner, mtime and xattrs; anything else unlinks (or removes recursively) what is there and
 ///   makes a new one. An existing file is never opened for writing.
 /// - **Hardlinks**: the target (resolved in-root, its last component not followed, so a link
 ///   to a symlink links the symlink) must exist already, earlier in the archive or in the
-///   tree; a link to a directory or to itself rejects the archive.
+///   tree; a link to a directory or to itself rejects the archive, and so does a link into
+///   AUFS's `.wh..wh.plnk` (Docker retargets those; its entries are skipped here).
 /// - **Metadata**: set through the created file's descriptor or with `AT_SYMLINK_NOFOLLOW`;
 ///   owner before mode (chown clears setuid); mode `& 0o7777`; symlinks are never chmod-ed.
 ///   Directory modes and mtimes are set at the end, deepest first, so a mode-0000 directory
@@ -142,12 +150,19 @@ pub struct ApplyStats {
 /// - **Devices**: created only when [`ApplyOptions::devices`], else skipped; numbers must fit
 ///   the kernel's (major < 4096, minor < 2^20); a 0/0 character device entry rejects the
 ///   archive in every mode (it would be an undeclared overlay whiteout). FIFOs always.
+/// - **Sparse files** (GNU `S`, PAX 0.x/1.0 `GNU.sparse.*`) reject the archive: OCI says they
+///   should not be used, no OCI writer emits them, and a reader that half-knows them makes
+///   `GNUSparseFile.N/name` files (a parser differential).
+/// - **Limits**: PAX and GNU long-name members over 1 MiB reject the archive before anything
+///   is allocated. Memory grows with the number of entries only in
+///   [`WhiteoutMode::Remove`] and [`WhiteoutMode::Overlay`] (the names made, for the
+///   same-layer rule) and with the number of directories (their deferred attributes).
 pub fn apply_tar(root: &Path, reader: &mut dyn Read, opts: &ApplyOptions) -> Result<ApplyStats> {
     let mut applier = Applier {
         root: Root::open(root)?,
         opts,
         is_root: rustix::process::geteuid().is_root(),
-        track: Tracker::default(),
+        track: Tracker::new(opts.whiteouts != WhiteoutMode::Keep),
         dirs: Vec::new(),
         dir_index: HashMap::new(),
         stats: ApplyStats::default(),

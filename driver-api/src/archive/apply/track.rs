@@ -24,13 +24,24 @@ pub(super) enum Origin {
 pub(super) struct Tracker {
     paths: HashMap<Vec<u8>, Origin>,
     cleared: HashSet<Vec<u8>>,
+    /// Off when whiteouts are kept as files: then nothing asks, and a layer of millions of
+    /// entries costs no memory here.
+    disabled: bool,
 }
 
 impl Tracker {
+    /// A tracker that records (`enabled`) or one that forgets everything.
+    pub(super) fn new(enabled: bool) -> Tracker {
+        Tracker {
+            disabled: !enabled,
+            ..Tracker::default()
+        }
+    }
+
     /// Records `path` (non-empty) with `origin`, replacing what was recorded for it, and its
     /// unrecorded ancestors as `Merged`.
     pub(super) fn mark(&mut self, path: &[u8], origin: Origin) {
-        if path.is_empty() {
+        if path.is_empty() || self.disabled {
             return;
         }
         self.paths.insert(path.to_vec(), origin);
@@ -85,6 +96,14 @@ mod tests {
         assert_eq!(t.get(b"a/b"), Some(Origin::Fresh));
         t.mark(b"", Origin::Fresh);
         assert_eq!(t.get(b""), None);
+    }
+
+    #[test]
+    fn disabled_tracker_records_nothing() {
+        let mut t = Tracker::new(false);
+        t.mark(b"a/b", Origin::Fresh);
+        assert_eq!(t.get(b"a/b"), None);
+        assert_eq!(t.get(b"a"), None);
     }
 
     #[test]

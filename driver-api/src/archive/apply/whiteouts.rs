@@ -65,7 +65,8 @@ impl Applier<'_> {
                     Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
                     Err(e) => return Err(self.root.resolve_err("openat2", parent, e)),
                 };
-                inroot::remove_all(dir.as_fd(), target)
+                self.root
+                    .remove_all(dir.as_fd(), target)
                     .map_err(|e| self.root.err("remove", &lexical, e))
             }
             // Overlay (Keep returned above): a 0/0 character device.
@@ -159,9 +160,10 @@ impl Applier<'_> {
                         Err(e) => return Err(self.root.err("openat", &path, e)),
                     }
                 }
-                None => {
-                    inroot::remove_all(fd, &name).map_err(|e| self.root.err("remove", &path, e))?
-                }
+                None => self
+                    .root
+                    .remove_all(fd, &name)
+                    .map_err(|e| self.root.err("remove", &path, e))?,
             }
         }
         Ok(())
