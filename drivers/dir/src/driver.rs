@@ -49,9 +49,9 @@ impl DirDriver {
         }
         let (id, parent) = (id.clone(), parent.cloned());
         self.blocking(move |i| {
-            let slot = i.mounts.slot(&id);
-            let _held = slot.lock().unwrap_or_else(|p| p.into_inner());
-            i.layout.create_layer(&id, parent.as_ref(), kind)
+            i.mounts.creating(&id, parent.as_ref(), || {
+                i.layout.create_layer(&id, parent.as_ref(), kind)
+            })
         })
         .await
     }

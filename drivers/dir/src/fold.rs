@@ -32,9 +32,10 @@ use rustix::io::Errno;
 use strata_driver_api::archive::whiteout;
 use strata_driver_api::{Error, ErrorKind, LayerId, Result};
 
+use crate::copy::Copier;
 use crate::layout::{self, Layout};
 use crate::manifest::{self, Manifest, Rec, Verdict};
-use crate::sys::{self, Copier, Kind};
+use crate::sys::{self, Kind};
 use crate::view;
 
 /// One change to make in the diff directory.

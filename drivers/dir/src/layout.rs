@@ -15,7 +15,7 @@
 //! (temp, fsync, rename), every directory is built under a staging name and renamed into
 //! place, and every staging name starts with a dot, which no [`LayerId`] can: so whatever a
 //! crash leaves is either a dot name or a layer's part without its `layers/<id>`, and
-//! [`Layout::sweep`] removes both.
+//! [`Layout::sweep`] removes both, when the first driver instance attaches (`<home>/lock`).
 
 use std::fs;
 use std::io::{BufWriter, Write};
@@ -219,7 +219,12 @@ impl Layout {
             // The new layer's view starts equal to its parent's, root attributes included.
             let src = sys::open_dir(&self.diff(p))?;
             let dst = sys::open_dir(&staging)?;
-            sys::Copier::new().copy_dir_meta(src.as_fd(), dst.as_fd(), &self.diff(p), &staging)?;
+            crate::copy::Copier::new().copy_dir_meta(
+                src.as_fd(),
+                dst.as_fd(),
+                &self.diff(p),
+                &staging,
+            )?;
         }
         let diff = self.diff(id);
         fs::rename(&staging, &diff).map_err(|e| Error::os("rename", &staging, e))?;
@@ -260,7 +265,36 @@ impl Layout {
         unlink(&self.meta(id))
     }
 
-    /// Clears the leftovers of crashed operations; run before the driver is used.
+    /// Attaches a driver instance to the home: `<home>/lock` is held shared for as long as the
+    /// returned file is open. When no other instance (in any process) holds it, the leftovers
+    /// of crashed operations are swept first, under the lock held exclusively: a sweep never
+    /// runs while another instance may be midway through an operation (whose staging names
+    /// and half-committed views would look like leftovers). A crashed process's lock goes with
+    /// it, so the first instance after a crash sweeps.
+    pub(crate) fn attach(&self) -> Result<fs::File> {
+        use rustix::fs::{FlockOperation, flock};
+        let path = self.home.join("lock");
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| Error::os("open", &path, e))?;
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => self.sweep()?,
+            Err(rustix::io::Errno::WOULDBLOCK) => {}
+            Err(e) => return Err(sys::os("flock", &path, e)),
+        }
+        // From exclusive (or nothing) to shared; another instance's sweep may slip in between,
+        // which is harmless: this one has not started anything yet.
+        flock(&file, FlockOperation::LockShared).map_err(|e| sys::os("flock", &path, e))?;
+        Ok(file)
+    }
+
+    /// Clears the leftovers of crashed operations; run before the driver is used, only while no
+    /// other instance is attached (see [`Layout::attach`]).
     ///
     /// Removes dot names (staging directories, temp files, `-removing` trees), every layer part
     /// whose `layers/<id>` is missing, a manifest without its mount state, and the contents of a

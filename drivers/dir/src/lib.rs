@@ -29,13 +29,33 @@
 //! Every file is written atomically and every tree built under a dot-name and renamed into
 //! place; [`DirDriver::new`] sweeps what a crash left (see the `layout` module). A fold never touches
 //! the previous diff until one `RENAME_EXCHANGE` swaps the new one in (see the `fold` module).
-//! `new` must therefore not run while another process works in the same home: the engine's
-//! lock sees to that.
+//! The sweep runs only when no other instance has the home open (a shared `flock` on
+//! `<home>/lock` that every instance holds for its life), so it never mistakes another
+//! process's work in progress for a crash's leftovers.
+
+//!
+//! # Limits of the copy mode
+//!
+//! - Mount options (`MountOpts::options`, e.g. an SELinux `context=`) cannot apply to a copied
+//!   view: a `get` with any is `NotSupported`.
+//! - What no layer can hold is not folded back: sockets, and files named `.wh.*` made in a
+//!   view (AUFS itself refuses to create them). A file system mounted inside a view is never
+//!   entered.
+//! - An unprivileged user's views keep the user as the owner of every file (a foreign owner
+//!   cannot be given away) and go without `trusted.*` xattrs; files the owner cannot read
+//!   (mode 0222) are copied by lending them `u+r` for the moment of opening; directories the
+//!   owner cannot search cannot be copied.
+//! - A `diff` stream reads `diff/<id>` as it goes: if the layer is folded into or removed
+//!   before the stream ends, the stream fails with an error (never a short tar).
+//! - A directory deleted and made again in a view may get its old inode number back from the
+//!   file system; the fold then records per-child whiteouts instead of an opaque directory
+//!   (the same view either way).
 
 #![deny(missing_docs)]
 
 mod changes;
 mod config;
+mod copy;
 mod driver;
 mod fold;
 mod layout;
@@ -70,11 +90,15 @@ struct Inner {
     layout: layout::Layout,
     mounts: mounts::Mounts,
     mode: MountMode,
+    /// `<home>/lock`, held shared while this instance lives.
+    _lock: std::fs::File,
 }
 
 impl DirDriver {
     /// Opens the driver in `home` (`<root>/dir`), creating it (0700) and its subdirectories if
-    /// needed, and clearing what a crashed operation left behind.
+    /// needed, and, when no other instance has the home open (in this process or another),
+    /// clearing what a crashed operation left behind. The instance holds `<home>/lock` shared
+    /// until it is dropped.
     ///
     /// `MountMode::Fuse` is `NotSupported` in this version; `Auto` resolves to `Copy`.
     pub fn new(home: PathBuf, config: Config) -> Result<DirDriver> {
@@ -88,12 +112,13 @@ impl DirDriver {
             MountMode::Copy | MountMode::Auto => MountMode::Copy,
         };
         let layout = layout::Layout::open(home)?;
-        layout.sweep()?;
+        let lock = layout.attach()?;
         Ok(DirDriver {
             inner: Arc::new(Inner {
                 layout,
                 mounts: mounts::Mounts::default(),
                 mode,
+                _lock: lock,
             }),
         })
     }

@@ -6,13 +6,16 @@
 //! outlives the process, so `strata mount` in one process and `strata umount` in another work:
 //! an instance that meets a mounted view it holds no count for adopts it with a count of one.
 //!
-//! Counts are per instance, and every get, put, remove, apply and fold of one layer runs under
-//! that layer's lock, so they never interleave within a process. Across processes the engine
-//! serialises writers.
+//! Counts are per instance. Every get, put, remove, apply and fold of one layer runs under
+//! that layer's lock (held for writing), so they never interleave within a process; reading a
+//! layer's diff as an ancestor (materialising a child's view, a child's `changes`, making a
+//! child) holds the ancestor's lock for reading, so no fold, apply or remove swaps it mid-read.
+//! Locks are taken child first, then ancestors in chain order, so they cannot deadlock. Across
+//! processes the engine serialises writers.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use strata_driver_api::{Error, ErrorKind, LayerId, Result};
 
@@ -38,92 +41,177 @@ pub(crate) struct State {
 /// The per-layer locks and counts of one driver instance.
 #[derive(Debug, Default)]
 pub(crate) struct Mounts {
-    slots: Mutex<HashMap<LayerId, Arc<Mutex<Slot>>>>,
+    slots: Mutex<HashMap<LayerId, Arc<RwLock<Slot>>>>,
 }
 
+type SlotRef = Arc<RwLock<Slot>>;
+
+// A panic while holding a lock leaves on-disk state that every step re-checks: go on.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding a slot leaves on-disk state that every step re-checks.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn not_found(id: &LayerId) -> Error {
+    Error::new(ErrorKind::NotFound, format!("layer {id} not found"))
+}
+
+fn busy(id: &LayerId) -> Error {
+    Error::new(ErrorKind::Busy, format!("layer {id} is mounted"))
+}
+
 impl Mounts {
-    /// The layer's slot; lock it for the whole operation.
-    pub(crate) fn slot(&self, id: &LayerId) -> Arc<Mutex<Slot>> {
+    /// The layer's slot, to lock for the whole operation.
+    fn slot(&self, id: &LayerId) -> SlotRef {
         lock(&self.slots).entry(id.clone()).or_default().clone()
+    }
+
+    /// The slots of the layer's ancestors, to hold for reading while their diffs are read.
+    fn ancestor_slots(&self, layout: &Layout, id: &LayerId) -> Result<Vec<(LayerId, SlotRef)>> {
+        Ok(layout
+            .ancestry(id)?
+            .into_iter()
+            .map(|a| {
+                let s = self.slot(&a);
+                (a, s)
+            })
+            .collect())
+    }
+
+    /// Drops the slot of `id` from the map when it counts no reference and nobody else has it
+    /// (the map's `Arc` and the caller's are the only ones): the map holds only what is in use.
+    fn forget_if_idle(&self, id: &LayerId, slot: &SlotRef) {
+        let mut map = lock(&self.slots);
+        // With no other Arc, no other thread can hold or wait for the lock (getting an Arc
+        // takes the map's lock, held here), so this never waits.
+        if Arc::strong_count(slot) == 2 && slot.try_read().is_ok_and(|s| s.count == 0) {
+            map.remove(id);
+        }
+    }
+
+    fn forget_all_idle(&self, slots: &[(LayerId, SlotRef)]) {
+        for (id, s) in slots {
+            self.forget_if_idle(id, s);
+        }
+    }
+
+    /// Runs `f` on the layer's slot, held for writing, with its ancestors' held for reading when
+    /// `ancestors` (their diffs are read: no fold, apply or remove of theirs meanwhile).
+    fn locked<T>(
+        &self,
+        layout: &Layout,
+        id: &LayerId,
+        ancestors: bool,
+        f: impl FnOnce(&mut Slot) -> Result<T>,
+    ) -> Result<T> {
+        let slot = self.slot(id);
+        let result = (|| {
+            let mut s = write(&slot);
+            if !layout.exists(id)? {
+                return Err(not_found(id));
+            }
+            let lower = if ancestors {
+                self.ancestor_slots(layout, id)?
+            } else {
+                Vec::new()
+            };
+            let result = {
+                let _reading: Vec<_> = lower.iter().map(|(_, s)| read(s)).collect();
+                f(&mut s)
+            };
+            drop(s);
+            self.forget_all_idle(&lower);
+            result
+        })();
+        self.forget_if_idle(id, &slot);
+        result
     }
 
     /// Takes a reference to the view of `id`, materialising it if it is not mounted.
     pub(crate) fn get(&self, layout: &Layout, id: &LayerId, read_only: bool) -> Result<PathBuf> {
-        let slot = self.slot(id);
-        let mut s = lock(&slot);
-        if !layout.exists(id)? {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!("layer {id} not found"),
-            ));
-        }
-        match read_state(layout, id)? {
-            None => {
-                mount(layout, id, !read_only)?;
-                s.count = 0;
-            }
-            Some(st) => {
-                if s.count == 0 {
-                    s.count = 1;
+        self.locked(layout, id, true, |s| {
+            match read_state(layout, id)? {
+                None => {
+                    mount(layout, id, !read_only)?;
+                    s.count = 0;
                 }
-                if !read_only && !st.writable {
-                    write_state(layout, id, State { writable: true })?;
+                Some(st) => {
+                    // A view this instance holds no count for: adopt it.
+                    s.count = s.count.max(1);
+                    if !read_only && !st.writable {
+                        write_state(layout, id, State { writable: true })?;
+                    }
                 }
             }
-        }
-        s.count += 1;
-        Ok(layout.mnt(id))
+            s.count += 1;
+            Ok(layout.mnt(id))
+        })
     }
 
-    /// Drops a reference; the last one folds a writable view back and releases it.
+    /// Drops a reference; the last one folds a writable view back and releases it. A layer
+    /// that is not mounted (or does not exist) is a no-op.
     pub(crate) fn put(&self, layout: &Layout, id: &LayerId) -> Result<()> {
-        let slot = self.slot(id);
-        let mut s = lock(&slot);
-        let Some(st) = read_state(layout, id)? else {
-            s.count = 0;
-            return Ok(());
-        };
-        s.count = s.count.max(1) - 1;
-        if s.count == 0 {
-            if let Err(e) = unmount(layout, id, st.writable) {
-                // Still mounted: the next put tries again.
-                s.count = 1;
-                return Err(e);
+        let result = self.locked(layout, id, false, |s| {
+            let Some(st) = read_state(layout, id)? else {
+                s.count = 0;
+                return Ok(());
+            };
+            s.count = s.count.max(1) - 1;
+            if s.count == 0 {
+                if let Err(e) = unmount(layout, id, st.writable) {
+                    // Still mounted: the next put tries again.
+                    s.count = 1;
+                    return Err(e);
+                }
             }
+            Ok(())
+        });
+        match result {
+            Err(e) if e.kind() == ErrorKind::NotFound && !layout.exists(id)? => Ok(()),
+            other => other,
         }
-        Ok(())
     }
 
     /// Removes the layer; a mounted one is `Busy` unless `force`, which discards its view
     /// (its unfolded changes go with the layer).
     pub(crate) fn remove(&self, layout: &Layout, id: &LayerId, force: bool) -> Result<()> {
-        let slot = self.slot(id);
-        let mut s = lock(&slot);
-        if !layout.exists(id)? {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!("layer {id} not found"),
-            ));
-        }
-        if read_state(layout, id)?.is_some() {
-            if !force {
-                return Err(Error::new(
-                    ErrorKind::Busy,
-                    format!("layer {id} is mounted"),
-                ));
+        self.locked(layout, id, false, |s| {
+            if read_state(layout, id)?.is_some() {
+                if !force {
+                    return Err(busy(id));
+                }
+                release(layout, id)?;
             }
-            release(layout, id)?;
-        }
-        s.count = 0;
-        layout.remove_layer(id)?;
-        drop(s);
-        lock(&self.slots).remove(id);
-        Ok(())
+            s.count = 0;
+            layout.remove_layer(id)
+        })
+    }
+
+    /// Makes layer `id` with `f`, under its lock and its parent's (for reading: the parent is
+    /// neither removed nor changed while the child is made from it).
+    pub(crate) fn creating<T>(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let slot = self.slot(id);
+        let parent_slot = parent.map(|p| (p.clone(), self.slot(p)));
+        let result = {
+            let _s = write(&slot);
+            let _reading = parent_slot.as_ref().map(|(_, s)| read(s));
+            f()
+        };
+        self.forget_all_idle(parent_slot.as_slice());
+        self.forget_if_idle(id, &slot);
+        result
     }
 
     /// Runs `f` under the layer's lock, refusing (`Busy`) while it is mounted.
@@ -133,61 +221,47 @@ impl Mounts {
         id: &LayerId,
         f: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
-        let slot = self.slot(id);
-        let _s = lock(&slot);
-        if !layout.exists(id)? {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!("layer {id} not found"),
-            ));
-        }
-        if read_state(layout, id)?.is_some() {
-            return Err(Error::new(
-                ErrorKind::Busy,
-                format!("layer {id} is mounted"),
-            ));
-        }
-        f()
+        self.locked(layout, id, false, |_| {
+            if read_state(layout, id)?.is_some() {
+                return Err(busy(id));
+            }
+            f()
+        })
     }
 
-    /// Runs `f` under the layer's lock once the diff directory is up to date: a writable view's
-    /// changes so far are folded in first (the view stays mounted).
+    /// Runs `f` under the layer's lock (and its ancestors', for reading) once the diff directory
+    /// is up to date: a writable view's changes so far are folded in first (the view stays
+    /// mounted).
     pub(crate) fn with_synced<T>(
         &self,
         layout: &Layout,
         id: &LayerId,
         f: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
-        let slot = self.slot(id);
-        let _s = lock(&slot);
-        if !layout.exists(id)? {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!("layer {id} not found"),
-            ));
-        }
-        if let Some(State { writable: true }) = read_state(layout, id)? {
-            let recs = fold::fold(layout, id)?;
-            manifest::write(&layout.manifest(id), recs.iter().map(|(p, r)| (p, r)))?;
-        }
-        f()
+        self.locked(layout, id, true, |_| {
+            if let Some(State { writable: true }) = read_state(layout, id)? {
+                let recs = fold::fold(layout, id)?;
+                manifest::write(&layout.manifest(id), recs.iter().map(|(p, r)| (p, r)))?;
+            }
+            f()
+        })
     }
 
     /// Releases every view this instance holds a reference to, folding writable ones back.
     /// Goes on past a failure and returns the first.
     pub(crate) fn cleanup(&self, layout: &Layout) -> Result<()> {
-        let slots: Vec<(LayerId, Arc<Mutex<Slot>>)> = lock(&self.slots)
+        let slots: Vec<(LayerId, SlotRef)> = lock(&self.slots)
             .iter()
             .map(|(id, s)| (id.clone(), s.clone()))
             .collect();
         let mut first = None;
-        for (id, slot) in slots {
-            let mut s = lock(&slot);
+        for (id, slot) in &slots {
+            let mut s = write(slot);
             if s.count == 0 {
                 continue;
             }
-            let result = match read_state(layout, &id) {
-                Ok(Some(st)) => unmount(layout, &id, st.writable),
+            let result = match read_state(layout, id) {
+                Ok(Some(st)) => unmount(layout, id, st.writable),
                 Ok(None) => Ok(()),
                 Err(e) => Err(e),
             };
@@ -198,6 +272,7 @@ impl Mounts {
                 }
             }
         }
+        self.forget_all_idle(&slots);
         first.map_or(Ok(()), Err)
     }
 }

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{self as rfs, AtFlags};
 use strata_driver_api::Result;
 
-use crate::sys::{self, Copier, Kind, Meta};
+use crate::copy::Copier;
+use crate::sys::{self, Kind, Meta};
 use crate::union::{self, BranchDir};
 
 /// Copies the merged view of `branches` (top first) into the empty directory `dst`. Returns

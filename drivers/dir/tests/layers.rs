@@ -185,11 +185,15 @@ async fn remove_busy_force_and_cleanup_of_parts() {
 }
 
 #[tokio::test]
-async fn new_sweeps_crash_leftovers() {
-    let f = Fixture::new();
-    f.image("a", None).await;
-    put_file(&f.diff("a"), "keep", "k");
-    let home = f.home();
+async fn new_sweeps_crash_leftovers_when_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("dir");
+    let first = DirDriver::new(home.clone(), Config::default()).unwrap();
+    first
+        .create(&id("a"), None, &CreateOpts::default())
+        .await
+        .unwrap();
+    put_file(&home, "diff/a/keep", "k");
     // A create that died before layers/<id>, a remove that died after it, staging dirs,
     // a temp file, and a view that never committed its state.
     mkdir(&home, "diff/half");
@@ -199,11 +203,9 @@ async fn new_sweeps_crash_leftovers() {
     mkdir(&home, "diff/.b-removing");
     mkdir(&home, "mnt/.a-materialising/y");
     fs::write(home.join("layers/.a.tmp"), "").unwrap();
-    put_file(&f.mnt("a"), "stale", "s");
+    put_file(&home, "mnt/a/stale", "s");
     fs::write(home.join("state/a.manifest"), "junk").unwrap();
-    let d = f.reopen();
-    assert!(!d.exists(&id("half")).await.unwrap());
-    for p in [
+    let leftovers = [
         "diff/half",
         "mnt/half",
         "meta/half",
@@ -212,11 +214,27 @@ async fn new_sweeps_crash_leftovers() {
         "mnt/.a-materialising",
         "layers/.a.tmp",
         "state/a.manifest",
-    ] {
+        "mnt/a/stale",
+    ];
+
+    // While another instance is attached (another process, mid-operation perhaps), nothing
+    // is swept: its work in progress would look just like this.
+    let second = DirDriver::new(home.clone(), Config::default()).unwrap();
+    for p in leftovers {
+        assert!(
+            home.join(p).exists(),
+            "{p} was swept under another instance"
+        );
+    }
+    drop((first, second));
+
+    let d = DirDriver::new(home.clone(), Config::default()).unwrap();
+    assert!(!d.exists(&id("half")).await.unwrap());
+    for p in leftovers {
         assert!(!home.join(p).exists(), "{p} survived the sweep");
     }
-    assert_eq!(fs::read_dir(f.mnt("a")).unwrap().count(), 0);
-    assert_eq!(fs::read_to_string(f.diff("a").join("keep")).unwrap(), "k");
+    assert_eq!(fs::read_dir(home.join("mnt/a")).unwrap().count(), 0);
+    assert_eq!(fs::read_to_string(home.join("diff/a/keep")).unwrap(), "k");
     // The half-made id can be created for real now.
     d.create(&id("half"), None, &CreateOpts::default())
         .await

@@ -343,3 +343,54 @@ async fn cleanup_folds_and_releases_what_this_instance_holds() {
     other.cleanup().await.unwrap();
     assert!(!f.drv.is_mounted(&id("b")).await.unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_gets_puts_and_parent_folds() {
+    let f = std::sync::Arc::new(Fixture::new());
+    f.container("base", None).await;
+    put_file(&f.diff("base"), "seed", "s");
+    for i in 0..6 {
+        f.container(&format!("c{i}"), Some("base")).await;
+    }
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let f = f.clone();
+        tasks.push(tokio::spawn(async move {
+            let name = format!("c{i}");
+            for round in 0..5 {
+                let v = f.get(&name).await;
+                assert!(v.join("seed").exists(), "{name}: the parent shows through");
+                put_file(&v, &format!("mine-{round}"), &name);
+                f.put(&name).await;
+            }
+        }));
+    }
+    let parent = {
+        let f = f.clone();
+        tokio::spawn(async move {
+            for round in 0..5 {
+                let v = f.get("base").await;
+                put_file(&v, &format!("base-{round}"), "b");
+                f.put("base").await;
+            }
+        })
+    };
+    // Two gets of one layer at once: one view, two references.
+    let (a, b) = tokio::join!(f.get("c0"), f.get("c0"));
+    assert_eq!(a, b);
+    f.put("c0").await;
+    assert!(f.drv.is_mounted(&id("c0")).await.unwrap());
+    f.put("c0").await;
+    for t in tasks {
+        t.await.unwrap();
+    }
+    parent.await.unwrap();
+    for i in 0..6 {
+        let view = f.fresh_view(&format!("c{i}")).await;
+        for round in 0..5 {
+            assert!(view.contains_key(&format!("mine-{round}")));
+            assert!(view.contains_key(&format!("base-{round}")));
+        }
+        assert!(!f.drv.is_mounted(&id(&format!("c{i}"))).await.unwrap());
+    }
+}
