@@ -262,19 +262,43 @@ where
 }
 
 fn finish_dir(tmp: tempfile::TempDir, outcome: Outcome) -> Outcome {
-    let path = tmp.path().to_path_buf();
+    let path = tmp.keep();
     if !detach_mounts_under(&path).is_empty() {
         // Never delete through a mount we could not take away.
-        let _ = tmp.keep();
         return outcome;
     }
-    match (tmp.close(), outcome) {
-        (Ok(()), o) => o,
-        (Err(e), Outcome::Failed(why)) => {
-            Outcome::Failed(format!("{why}\nremoving {}: {e}", path.display()))
+    match remove_tree(&path) {
+        Ok(()) => outcome,
+        Err(e) => {
+            let why = format!("removing {}: {e}", path.display());
+            match outcome {
+                Outcome::Failed(first) => Outcome::Failed(format!("{first}\n{why}")),
+                _ => Outcome::Failed(why),
+            }
         }
-        (Err(e), _) => Outcome::Failed(format!("removing {}: {e}", path.display())),
     }
+}
+
+/// Removes a case directory. Layers may hold directories without write or search permission
+/// (a mode-0 directory is a valid layer entry), which stop an unprivileged removal: on a
+/// failure, every directory is made 0700 (symlinks are never followed) and removal retried.
+fn remove_tree(path: &Path) -> std::io::Result<()> {
+    if std::fs::remove_dir_all(path).is_ok() {
+        return Ok(());
+    }
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let _ = std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700));
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            }
+        }
+    }
+    std::fs::remove_dir_all(path)
 }
 
 /// Lazily detaches every mount at or below `dir` (deepest first) and returns their paths.
