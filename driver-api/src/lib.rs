@@ -20,6 +20,7 @@
 //!   task per operation that does the file work.
 
 pub mod archive;
+pub mod atomic;
 mod driver;
 mod error;
 pub mod fsutil;

@@ -6,18 +6,17 @@
 //! own: the engine holds `layers.lock` around every use.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{ErrorKind as IoKind, Write};
+use std::fs;
+use std::io::ErrorKind as IoKind;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use strata_driver_api::{Error, ErrorKind, LayerId, Result};
+use strata_driver_api::{Error, ErrorKind, LayerId, Result, atomic};
 
 use crate::lock::LockFile;
 
 const RECORD_EXT: &str = ".json";
-const TEMP_PREFIX: &str = ".tmp-";
 
 /// What a layer is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -144,14 +143,14 @@ impl LayerStore {
         let mut bytes = serde_json::to_vec_pretty(record)
             .map_err(|e| Error::with_source(ErrorKind::Io, "serialise layer record", e))?;
         bytes.push(b'\n');
-        write_atomic(&self.dir, &format!("{}{RECORD_EXT}", record.id), &bytes)
+        atomic::write_bytes(&self.path_of(&record.id), &bytes)
     }
 
     /// Deletes the record of `id` (durably); a missing record is not an error.
     pub fn delete(&self, id: &LayerId) -> Result<()> {
         let path = self.path_of(id);
         match fs::remove_file(&path) {
-            Ok(()) => sync_dir(&self.dir),
+            Ok(()) => atomic::sync_dir(&self.dir),
             Err(e) if e.kind() == IoKind::NotFound => Ok(()),
             Err(e) => Err(Error::os("unlink", &path, e)),
         }
@@ -159,7 +158,7 @@ impl LayerStore {
 
     /// Removes temporary files a crashed write left behind; returns how many.
     pub fn remove_temp_files(&self) -> Result<usize> {
-        remove_temp_files(&self.dir)
+        atomic::remove_temp_files(&self.dir)
     }
 }
 
@@ -200,53 +199,6 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
         .mode(0o700)
         .create(dir)
         .map_err(|e| Error::os("mkdir", dir, e))
-}
-
-/// Writes `dir/name` atomically: a temporary file in `dir`, fsync, rename, fsync of `dir`.
-pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    let mut tmp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .tempfile_in(dir)
-        .map_err(|e| Error::os("create temporary file in", dir, e))?;
-    let tmp_path = tmp.path().to_path_buf();
-    tmp.write_all(bytes)
-        .map_err(|e| Error::os("write", &tmp_path, e))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| Error::os("fsync", &tmp_path, e))?;
-    let target = dir.join(name);
-    tmp.persist(&target)
-        .map_err(|e| Error::os("rename", &target, e.error))?;
-    sync_dir(dir)
-}
-
-/// fsyncs a directory, making renames and unlinks in it durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::os("fsync", dir, e))
-}
-
-/// Removes the leftovers of interrupted [`write_atomic`] calls in `dir`.
-pub(crate) fn remove_temp_files(dir: &Path) -> Result<usize> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == IoKind::NotFound => return Ok(0),
-        Err(e) => return Err(Error::os("readdir", dir, e)),
-    };
-    let mut removed = 0;
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::os("readdir", dir, e))?;
-        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-            let path = entry.path();
-            match fs::remove_file(&path) {
-                Ok(()) => removed += 1,
-                Err(e) if e.kind() == IoKind::NotFound => {}
-                Err(e) => return Err(Error::os("unlink", &path, e)),
-            }
-        }
-    }
-    Ok(removed)
 }
 
 #[cfg(test)]

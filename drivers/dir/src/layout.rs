@@ -18,13 +18,11 @@
 //! [`Layout::sweep`] removes both, when the first driver instance attaches (`<home>/lock`).
 
 use std::fs;
-use std::io::{BufWriter, Write};
 use std::os::fd::AsFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use strata_driver_api::{Error, ErrorKind, LayerId, Result};
+use strata_driver_api::{Error, ErrorKind, LayerId, Result, atomic};
 
 use crate::sys;
 
@@ -229,11 +227,11 @@ impl Layout {
         let diff = self.diff(id);
         fs::rename(&staging, &diff).map_err(|e| Error::os("rename", &staging, e))?;
         mkdir_0700(&self.mnt(id))?;
-        write_atomic(&self.meta(id), |w| {
+        atomic::write_file(&self.meta(id), |w| {
             writeln!(w, "kind={}", kind.as_str()).map_err(|e| Error::io("write layer meta", e))
         })?;
         let text: String = ancestry.iter().map(|a| format!("{a}\n")).collect();
-        write_atomic(&self.layer_file(id), |w| {
+        atomic::write_file(&self.layer_file(id), |w| {
             w.write_all(text.as_bytes())
                 .map_err(|e| Error::io("write layer ancestry", e))
         })
@@ -414,39 +412,6 @@ fn remove_any(path: &Path) -> Result<()> {
         Some(_) => unlink(path),
         None => Ok(()),
     }
-}
-
-/// Writes a file atomically: to a dot-named temp file beside it, fsync, rename over, fsync the
-/// directory. A reader sees the old contents or the new, never a part.
-pub(crate) fn write_atomic(
-    path: &Path,
-    fill: impl FnOnce(&mut dyn Write) -> Result<()>,
-) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let name = path.file_name().map(|n| n.as_bytes()).unwrap_or(b"file");
-    let tmp = dir.join(format!(".{}.tmp", String::from_utf8_lossy(name)));
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| Error::os("create", &tmp, e))?;
-    let result = (|| {
-        let mut w = BufWriter::with_capacity(256 * 1024, &file);
-        fill(&mut w)?;
-        w.flush().map_err(|e| Error::os("write", &tmp, e))?;
-        drop(w);
-        file.sync_all().map_err(|e| Error::os("fsync", &tmp, e))?;
-        rename(&tmp, path)?;
-        let d = fs::File::open(dir).map_err(|e| Error::os("open", dir, e))?;
-        d.sync_all().map_err(|e| Error::os("fsync", dir, e))
-    })();
-    if result.is_err() {
-        // The temp file is a dot name: if this unlink fails too, the sweep takes it.
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]

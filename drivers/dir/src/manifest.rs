@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use strata_driver_api::{Error, ErrorKind, Result};
 
-use crate::layout::write_atomic;
 use crate::sys::{Kind, Meta};
+use strata_driver_api::atomic;
 
 const MAGIC: &[u8] = b"strata-dir manifest 1\n";
 
@@ -93,7 +93,7 @@ pub(crate) fn write<'a>(
     path: &Path,
     recs: impl Iterator<Item = (&'a PathBuf, &'a Rec)>,
 ) -> Result<()> {
-    write_atomic(path, |w| {
+    atomic::write_file(path, |w| {
         let io = |e| Error::io("write manifest", e);
         w.write_all(MAGIC).map_err(io)?;
         let mut buf = Vec::with_capacity(128);

@@ -20,10 +20,11 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use strata_driver_api::{Error, ErrorKind, LayerId, Result};
 
 use crate::fold;
-use crate::layout::{self, Layout, write_atomic};
+use crate::layout::{self, Layout};
 use crate::manifest::{self, Rec};
 use crate::sys;
 use crate::view;
+use strata_driver_api::atomic;
 
 /// This instance's references to one layer's view.
 #[derive(Debug, Default)]
@@ -290,7 +291,7 @@ pub(crate) fn read_state(layout: &Layout, id: &LayerId) -> Result<Option<State>>
 }
 
 fn write_state(layout: &Layout, id: &LayerId, st: State) -> Result<()> {
-    write_atomic(&layout.mount_state(id), |w| {
+    atomic::write_file(&layout.mount_state(id), |w| {
         writeln!(w, "writable={}", st.writable).map_err(|e| Error::io("write mount state", e))
     })
 }
