@@ -64,6 +64,30 @@ pub struct Info {
     pub layers: usize,
 }
 
+/// A selected driver that can be started in any home: see [`Engine::standalone_driver`].
+#[derive(Debug)]
+pub struct StandaloneDriver {
+    selection: Selection,
+    registry: Registry,
+    config: Config,
+}
+
+impl StandaloneDriver {
+    /// The driver's name.
+    pub fn name(&self) -> &str {
+        &self.selection.name
+    }
+
+    /// Starts an instance whose data lives in `home` (created if missing).
+    pub fn start(&self, home: &Path) -> Result<Arc<dyn Driver>> {
+        let factory = self
+            .registry
+            .get(&self.selection.name)
+            .expect("selection only returns registered drivers");
+        factory.build(home.to_path_buf(), &self.config)
+    }
+}
+
 impl Engine {
     /// Opens the engine with the built-in drivers.
     pub async fn open(config: Config) -> Result<Engine> {
@@ -76,7 +100,7 @@ impl Engine {
     /// files, refcounts of views that are no longer mounted.
     pub async fn open_with(config: Config, registry: Registry) -> Result<Engine> {
         config.validate()?;
-        let selection = choose(&config, &registry)?;
+        let selection = choose(&config, &registry, true)?;
         let name = selection.name.clone();
         let factory = registry
             .get(&name)
@@ -107,6 +131,19 @@ impl Engine {
         };
         engine.recover().await?;
         Ok(engine)
+    }
+
+    /// The driver `config` selects among `registry` (layers already under the root play no
+    /// part), and a factory that starts a fresh instance of it in any home directory: what
+    /// `strata conformance` runs its suite against, one instance per case.
+    pub fn standalone_driver(config: &Config, registry: Registry) -> Result<StandaloneDriver> {
+        config.validate()?;
+        let selection = choose(config, &registry, false)?;
+        Ok(StandaloneDriver {
+            selection,
+            registry,
+            config: config.clone(),
+        })
     }
 
     /// Every driver `config` could use with the built-in drivers, for `strata drivers`.
@@ -308,7 +345,9 @@ async fn lock(lock: &LockFile, exclusive: bool) -> Result<LockGuard> {
 }
 
 /// The selection rules over a registry and the root on disk.
-fn choose(config: &Config, registry: &Registry) -> Result<Selection> {
+/// Selects the driver `config` names (or `auto` picks) among `registry`; with `prior_data`, a
+/// driver whose records already hold layers under the root wins, as selection rules say.
+fn choose(config: &Config, registry: &Registry, prior_data: bool) -> Result<Selection> {
     let registered = registry.names();
     let planned: Vec<&str> = PLANNED
         .iter()
@@ -319,7 +358,8 @@ fn choose(config: &Config, registry: &Registry) -> Result<Selection> {
         Some(f) => f.probe(config).map_err(|e| e.to_string()),
         None => Err("not registered".to_string()),
     };
-    let holds = |name: &str| store::holds_layers(&config.root.join(format!("{name}-layers")));
+    let holds =
+        |name: &str| prior_data && store::holds_layers(&config.root.join(format!("{name}-layers")));
     select::select(&Inputs {
         requested: &config.driver,
         registered: &registered,

@@ -45,7 +45,7 @@ pub mod store;
 mod timefmt;
 
 pub use config::{Config, Environment, Overrides};
-pub use engine::{Engine, Info, LayerInfo};
+pub use engine::{Engine, Info, LayerInfo, StandaloneDriver};
 pub use layers::{CreateRequest, ImportRequest};
 pub use mount::MountGuard;
 pub use registry::{DriverFactory, DriverInfo, DriverSource, Registry};

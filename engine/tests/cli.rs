@@ -581,3 +581,38 @@ fn strata_driver_env_and_flag_override_the_config() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn conformance_command_runs_cases_and_closes_with_a_summary() {
+    let Some(s) = Strata::new("copy") else { return };
+    let tmpdir = s.path("cases");
+    fs::create_dir_all(&tmpdir).unwrap();
+    let listed = s.ok_text(&["conformance", "--list"]);
+    let names: Vec<&str> = listed.lines().collect();
+    assert!(names.contains(&"create_empty") && names.contains(&"deep_layer_read_128"));
+    assert!(names.len() > 50, "{} cases", names.len());
+
+    let out = s.ok_text(&[
+        "conformance",
+        "--filter",
+        "create_",
+        "--tmpdir",
+        tmpdir.to_str().unwrap(),
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "conformance of driver dir");
+    let cases: Vec<&&str> = lines[1..lines.len() - 1].iter().collect();
+    assert!(!cases.is_empty());
+    assert!(
+        cases
+            .iter()
+            .all(|l| l.contains("create_") && l.ends_with("... ok")),
+        "{out}"
+    );
+    assert_eq!(
+        *lines.last().unwrap(),
+        format!("{} passed, 0 failed, 0 skipped", cases.len())
+    );
+    // Every case cleaned up after itself.
+    assert_eq!(fs::read_dir(&tmpdir).unwrap().count(), 0);
+}

@@ -105,6 +105,22 @@ pub enum Command {
     /// List layers.
     #[command(alias = "list")]
     Ls,
+    /// Run the conformance suite against the driver (--driver, or what the config selects):
+    /// one line per case and a closing "N passed, N failed, N skipped".
+    Conformance {
+        /// Run only the cases (or benchmarks) whose name contains TEXT.
+        #[arg(long, value_name = "TEXT")]
+        filter: Option<String>,
+        /// List the cases without running them.
+        #[arg(long)]
+        list: bool,
+        /// Run graphtest's benchmarks instead of the cases, and print a table.
+        #[arg(long)]
+        bench: bool,
+        /// Where each case's temporary directory goes (default: the system temp dir).
+        #[arg(long, value_name = "DIR")]
+        tmpdir: Option<PathBuf>,
+    },
     /// Remove a layer.
     Rm {
         /// Remove it even if it is mounted (unmounting it).

@@ -35,9 +35,18 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         });
     }
+    if let Command::Conformance {
+        filter,
+        list,
+        bench,
+        tmpdir,
+    } = cli.command
+    {
+        return crate::conformance::run(&config, filter, list, bench, tmpdir).await;
+    }
     let engine = Engine::open(config).await?;
     match cli.command {
-        Command::Drivers => unreachable!("handled above"),
+        Command::Drivers | Command::Conformance { .. } => unreachable!("handled above"),
         Command::Info => {
             let info = engine.info().await?;
             print(|out| {

@@ -6,6 +6,7 @@
 
 mod cli;
 mod commands;
+mod conformance;
 mod output;
 mod progress;
 
