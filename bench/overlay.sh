@@ -3,7 +3,7 @@
 # made on a loop device (never the machine's root fs): the lifecycle cycle on a 10-layer chain
 # against the dir driver, native against naive diff, and mount time of deep chains.
 #
-#   sudo bench/overlay.sh
+#   sudo bench/overlay.sh [cycle|diff|deep]...   (default: all three)
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "bench/overlay.sh: needs root (loop device, mount)" >&2; exit 1; }
 cd "$(dirname "$0")/.."
@@ -14,9 +14,10 @@ work=$(mktemp -d /tmp/strata-bench-overlay.XXXXXX)
 mnt=$work/mnt
 cleanup() {
     # Views the bench left (it cleans up itself; this is for a failed run), then the fs.
+    set +e
     if mountpoint -q "$mnt"; then
-        findmnt -rn -o TARGET | grep "^$mnt/" | sort -r | while read -r m; do umount -l "$m" || true; done
-        umount "$mnt" || true
+        findmnt -rn -o TARGET | grep "^$mnt/" | sort -r | while read -r m; do umount -l "$m"; done
+        umount "$mnt"
     fi
     rm -rf "$work"
 }
@@ -26,4 +27,4 @@ mkfs.ext4 -q -F "$work/fs.img"
 mkdir "$mnt"
 mount -o loop "$work/fs.img" "$mnt"
 echo "kernel $(uname -r), fresh ext4 on $(findmnt -n -o SOURCE "$mnt")"
-"$bench" "$mnt/b"
+"$bench" "$mnt/b" "$@"

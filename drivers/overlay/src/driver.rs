@@ -206,17 +206,17 @@ impl Driver for OverlayDriver {
         }))
     }
 
-    /// Native (where native diff is safe): untars into `diff/`, whiteouts converted to
-    /// overlay's form; `Busy` while the layer is mounted. Otherwise the naive apply.
+    /// Untars into `diff/`, whiteouts converted to overlay's form; `Busy` while the layer is
+    /// mounted. Always native: what overlayfs itself would write (redirects, metacopy) does not
+    /// matter to a tar written straight into the upper, and an image layer's view is
+    /// read-only, so the naive apply through it could not work.
     async fn apply_diff(
         &self,
         id: &LayerId,
         parent: Option<&LayerId>,
         diff: TarStream,
     ) -> Result<u64> {
-        if !self.inner.native_diff {
-            return naive::apply_diff(self, id, parent, diff).await;
-        }
+        let _ = parent; // the layer knows its parent
         let id = id.clone();
         let inner = Arc::clone(&self.inner);
         stream::read_blocking(diff, move |r| {

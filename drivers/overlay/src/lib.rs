@@ -32,10 +32,11 @@
 //! Native where a tar of the upper is the diff: the pair is a layer and its direct parent, and
 //! a start-up test mount shows this kernel with these options neither copies the opaque flag
 //! up nor writes redirects (moby's check). Then `diff` tars `diff/` converting whiteouts to OCI
-//! form, `apply_diff` untars into `diff/` converting the other way, and `diff_size` walks
-//! `diff/`. `changes` is always the naive one (moby's overlay2 does the same: overlay's upper
-//! alone cannot tell a modified directory from a copied-up one). Otherwise all four are naive;
-//! `status()` says which ("Native Overlay Diff").
+//! form and `diff_size` walks `diff/`; otherwise both are naive, and `status()` says which
+//! ("Native Overlay Diff"). `apply_diff` always untars into `diff/` converting whiteouts the
+//! other way (correct whatever overlayfs would write itself). `changes` is always the naive
+//! one (moby's overlay2 does the same: overlay's upper alone cannot tell a modified directory
+//! from a copied-up one).
 
 #![deny(missing_docs)]
 
