@@ -344,8 +344,8 @@ impl Layout {
     }
 
     /// Clears what crashed operations left: dot names (staging and removed layers, temp
-    /// files) and short links whose layer is gone. Run only while no other instance is
-    /// attached.
+    /// files) and short links whose layer is gone; makes missing short links again. Run only
+    /// while no other instance is attached.
     pub(crate) fn sweep(&self) -> Result<()> {
         for entry in fs::read_dir(&self.home).map_err(|e| Error::os("readdir", &self.home, e))? {
             let entry = entry.map_err(|e| Error::os("readdir", &self.home, e))?;
@@ -367,6 +367,17 @@ impl Layout {
             // A link whose diff is gone (fs::metadata follows it).
             if fs::metadata(&path).is_err() {
                 fs::remove_file(&path).map_err(|e| Error::os("unlink", &path, e))?;
+            }
+        }
+        // A layer whose short link is missing (deleted by hand, or a file system repair)
+        // would not mount: make it again, as containers/storage's recreateSymlinks.
+        for id in self.ids()? {
+            let Ok(lid) = self.lid(&id) else { continue };
+            let link = self.lid_path(&lid);
+            if fs::symlink_metadata(&link).is_err() {
+                let target = PathBuf::from("..").join(id.as_str()).join("diff");
+                std::os::unix::fs::symlink(&target, &link)
+                    .map_err(|e| Error::os("symlink", &link, e))?;
             }
         }
         Ok(())

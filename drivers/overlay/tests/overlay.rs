@@ -316,7 +316,7 @@ async fn too_deep_is_an_error_at_create() {
 }
 
 /// A crash's leftovers (a staging dir, a half-removed layer, a dangling short link) are swept
-/// by the next start; live layers are kept.
+/// by the next start; live layers are kept, their missing short links made again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_sweeps_crash_leftovers() {
     if skip_unless_supported("start_sweeps_crash_leftovers") {
@@ -334,10 +334,17 @@ async fn start_sweeps_crash_leftovers() {
     fs::create_dir_all(home.join(".removing-y-BBBB/diff")).unwrap();
     let dangling = home.join("l").join("A".repeat(26));
     std::os::unix::fs::symlink("../gone/diff", &dangling).unwrap();
+    let live_lid = fs::read_to_string(home.join("live/link")).unwrap();
+    fs::remove_file(home.join("l").join(&live_lid)).unwrap();
     let d = overlay(&home, MountApi::Auto);
     assert!(!home.join(".tmp-x-AAAA").exists());
     assert!(!home.join(".removing-y-BBBB").exists());
     assert!(fs::symlink_metadata(&dangling).is_err());
+    assert_eq!(
+        fs::read_link(home.join("l").join(&live_lid)).unwrap(),
+        Path::new("../live/diff"),
+        "the live layer's short link is made again"
+    );
     assert!(d.exists(&id("live")).await.unwrap());
     let p = d.get(&id("live"), &MountOpts::default()).await.unwrap();
     assert!(p.is_dir());
