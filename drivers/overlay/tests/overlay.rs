@@ -350,3 +350,55 @@ async fn start_sweeps_crash_leftovers() {
     assert!(p.is_dir());
     d.put(&id("live")).await.unwrap();
 }
+
+/// A writable layer that gets a child mounts read-only from then on (overlay2's
+/// `committed`); metadata names the overlay dirs; the last put removes `merged`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parents_mount_read_only_and_metadata_names_the_dirs() {
+    if skip_unless_supported("parents_mount_read_only_and_metadata_names_the_dirs") {
+        return;
+    }
+    let s = Scratch::new();
+    let home = s.path().join("overlay");
+    let d = overlay(&home, MountApi::Auto);
+    let (a, b) = (id("a"), id("b"));
+    d.create_rw(&a, None, &CreateOpts::default()).await.unwrap();
+    let p = d.get(&a, &MountOpts::default()).await.unwrap();
+    fs::write(p.join("f"), b"a").unwrap();
+    d.put(&a).await.unwrap();
+    assert!(
+        !home.join("a/merged").exists(),
+        "put removes the mount point"
+    );
+    d.create_rw(&b, Some(&a), &CreateOpts::default())
+        .await
+        .unwrap();
+    let p = d.get(&a, &MountOpts::default()).await.unwrap();
+    let err = fs::write(p.join("g"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(30), "EROFS through a parent");
+    d.put(&a).await.unwrap();
+    let p = d.get(&b, &MountOpts::default()).await.unwrap();
+    assert_eq!(fs::read(p.join("f")).unwrap(), b"a");
+    fs::write(p.join("g"), b"b").unwrap();
+    let md: std::collections::HashMap<String, String> =
+        d.metadata(&b).await.unwrap().into_iter().collect();
+    assert_eq!(Path::new(&md["UpperDir"]), home.join("b/diff"));
+    assert_eq!(Path::new(&md["WorkDir"]), home.join("b/work"));
+    assert_eq!(Path::new(&md["MergedDir"]), home.join("b/merged"));
+    assert_eq!(Path::new(&md["LowerDir"]), home.join("a/diff"));
+    // Mounted: remove is Busy; forced, it unmounts and removes.
+    assert_eq!(
+        d.remove(&b, false).await.unwrap_err().kind(),
+        ErrorKind::Busy
+    );
+    d.remove(&b, true).await.unwrap();
+    assert!(!home.join("b").exists());
+    assert!(!d.exists(&b).await.unwrap());
+    // The reserved name is refused, never confused with the `l/` directory.
+    let err = d
+        .create(&id("l"), None, &CreateOpts::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(!d.exists(&id("l")).await.unwrap());
+}
