@@ -13,7 +13,8 @@ use crate::config::MountApi;
 use crate::opts::{Options, Stack};
 use crate::{mount2, sys};
 
-/// Whether native diff is safe, per mount API and option string, once per process.
+/// Whether native diff is safe, per mount API, option string and backing file system type,
+/// once per process.
 static NATIVE: Mutex<Option<HashMap<String, bool>>> = Mutex::new(None);
 
 /// overlayfs's module parameter `name` is on by default (`Y`, or `on` for redirect_dir).
@@ -25,13 +26,18 @@ pub(crate) fn module_default_on(name: &str) -> bool {
 }
 
 /// Whether a tar of the upper directory is the layer's diff, mounting with `api` and `opts`
-/// (cached per process). Options that turn on redirect_dir or metacopy make it false without
+/// on the file system of `home` (cached per process). Options that turn on redirect_dir or metacopy make it false without
 /// a test mount.
 pub(crate) fn native_diff_ok(home: &Path, api: MountApi, opts: &Options) -> Result<bool> {
     if opts.breaks_native_diff() {
         return Ok(false);
     }
-    let key = format!("{}|{}", api.as_str(), opts.param_string());
+    let key = format!(
+        "{}|{}|{:#x}",
+        api.as_str(),
+        opts.param_string(),
+        sys::fs_magic(home)?
+    );
     // Held through the probe: one test mount per key, never two at once.
     let mut cache = NATIVE.lock().unwrap_or_else(|p| p.into_inner());
     let cache = cache.get_or_insert_with(HashMap::new);
