@@ -12,8 +12,18 @@
 //! chain of 500 layers ([`OverlayDriver::caps`]`.max_depth`). Where the kernel refuses
 //! `lowerdir+`, the classic `mount(2)` takes one option string of `l/<LID>` names relative
 //! to the home (resolved on a thread with its own working directory), limited to what fits in
-//! a page with 512 bytes to spare: about 110 layers. Either way, creating a layer deeper than
-//! the limit is `NotSupported` at create time.
+//! a page with 512 bytes to spare for 128-character ids: 114 layers without extra options.
+//! Either way, creating a layer deeper than the limit is `NotSupported` at create time.
+//!
+//! # Limits
+//!
+//! - Root only: rootless overlay (a user namespace, `userxattr`, `user.overlay.*`) is not
+//!   supported yet; [`probe`] says so.
+//! - No size quota: `create_rw` with a size is `NotSupported` (xfs project quotas are not
+//!   done yet).
+//! - The id `l` is reserved (the short links' directory).
+//! - Renaming a directory that came from a lower layer fails with EXDEV in a view (no
+//!   `redirect_dir`), as in Docker; callers such as `mv` copy instead.
 //!
 //! Every mount has `index=off` (and `redirect_dir=off`/`metacopy=off` where the module turns
 //! them on by default). An image layer (`create`) and a layer that has children (marked

@@ -51,10 +51,11 @@ impl Inner {
                         ),
                     ));
                 }
-                self.layout.create(id, Some((p, &plid, &lowers)), kind)?;
                 // A parent with children mounts read-only from its next mount on (overlay2's
-                // `committed`): a lower in use as another mount's upper is undefined.
-                self.layout.commit(p)
+                // `committed`): a lower in use as another mount's upper is undefined. Marked
+                // first, so a failed mark leaves no child behind.
+                self.layout.commit(p)?;
+                self.layout.create(id, Some((p, &plid, &lowers)), kind)
             }
         }
     }
