@@ -355,9 +355,7 @@ impl Layout {
                 || name.starts_with(".removing-")
                 || name.starts_with(".probe-")
             {
-                let path = entry.path();
-                let _ = sys::unmount(&path.join("merged"));
-                remove_all_retry(&path)?;
+                remove_all_retry(&entry.path())?;
             }
         }
         let l = self.home.join("l");
@@ -398,9 +396,12 @@ impl Layout {
     }
 }
 
-/// `remove_dir_all`, retrying EBUSY (a mount point still held in another namespace: detach
-/// what is mounted there and retry, up to 50 times, 100 ms apart, as moby's EnsureRemoveAll).
+/// `remove_dir_all` after detaching every mount inside (so nothing is deleted through a
+/// leaked bind mount), retrying EBUSY (a mount point held in another namespace: detach again
+/// and retry, up to 50 times, 100 ms apart, as moby's EnsureRemoveAll).
 fn remove_all_retry(path: &Path) -> Result<()> {
+    // Never delete through a mount: detach whatever is mounted inside first.
+    sys::unmount_all_under(path)?;
     let mut tries = 0;
     loop {
         match fs::remove_dir_all(path) {
@@ -408,7 +409,7 @@ fn remove_all_retry(path: &Path) -> Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) if e.raw_os_error() == Some(Errno::BUSY.raw_os_error()) && tries < 50 => {
                 tries += 1;
-                sys::unmount(&path.join("merged"))?;
+                sys::unmount_all_under(path)?;
                 std::thread::sleep(Duration::from_millis(100));
             }
             Err(e) => return Err(Error::os("remove", path, e)),

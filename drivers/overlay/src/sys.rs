@@ -111,6 +111,51 @@ pub(crate) fn unmount(target: &Path) -> Result<()> {
     }
 }
 
+/// The mount points at or below `dir` in this process's mount table, deepest first.
+pub(crate) fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>> {
+    let table = Path::new("/proc/self/mountinfo");
+    let text = std::fs::read_to_string(table).map_err(|e| Error::os("read", table, e))?;
+    let mut out: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    out.dedup();
+    Ok(out)
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, `\011`, `\012`, `\134`).
+pub(crate) fn unescape_mountinfo(s: &str) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    std::ffi::OsString::from_vec(out)
+}
+
+/// Detaches every mount at or below `dir`, deepest first, so that removing `dir` never
+/// deletes through a mount (a bind mount leaked into a layer, a view still mounted).
+pub(crate) fn unmount_all_under(dir: &Path) -> Result<()> {
+    for m in mounts_under(dir)? {
+        unmount(&m)?;
+    }
+    Ok(())
+}
+
 /// Whether `path` is the root of a mount (missing is `false`).
 pub(crate) fn is_mount_root(path: &Path) -> Result<bool> {
     match rustix::fs::statx(
@@ -214,4 +259,17 @@ pub(crate) fn supports_d_type(dir: &Path) -> Result<bool> {
     })();
     std::fs::remove_file(&probe).map_err(|e| Error::os("unlink", &probe, e))?;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
+        assert_eq!(unescape_mountinfo("/x\\134y\\011"), "/x\\y\t");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+        assert_eq!(unescape_mountinfo("/short\\04"), "/short\\04");
+    }
 }

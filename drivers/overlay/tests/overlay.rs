@@ -406,3 +406,31 @@ async fn parents_mount_read_only_and_metadata_names_the_dirs() {
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(!d.exists(&id("l")).await.unwrap());
 }
+
+/// A mount leaked into a layer (a bind mount onto a directory of its diff) is detached by
+/// remove, never deleted through: what it shows survives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_never_deletes_through_a_mount() {
+    if skip_unless_supported("remove_never_deletes_through_a_mount") {
+        return;
+    }
+    let s = Scratch::new();
+    let home = s.path().join("overlay");
+    let d = overlay(&home, MountApi::Auto);
+    let a = id("a");
+    d.create_rw(&a, None, &CreateOpts::default()).await.unwrap();
+    let outside = s.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("canary"), b"keep me").unwrap();
+    let inside = home.join("a/diff/sub");
+    fs::create_dir(&inside).unwrap();
+    rustix::mount::mount_bind(&outside, &inside).unwrap();
+    d.remove(&a, false).await.unwrap();
+    assert!(!d.exists(&a).await.unwrap());
+    assert_eq!(fs::read(outside.join("canary")).unwrap(), b"keep me");
+    let table = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !table.contains(home.to_str().unwrap()),
+        "a mount under the home is left"
+    );
+}
