@@ -28,12 +28,17 @@ pub(crate) fn module_default_on(name: &str) -> bool {
 /// Whether a tar of the upper directory is the layer's diff, mounting with `api` and `opts`
 /// on the file system of `home` (cached per process). Options that turn on redirect_dir or metacopy make it false without
 /// a test mount.
-pub(crate) fn native_diff_ok(home: &Path, api: MountApi, opts: &Options) -> Result<bool> {
+pub(crate) fn native_diff_ok(
+    home: &Path,
+    api: MountApi,
+    opts: &Options,
+    prefix: &str,
+) -> Result<bool> {
     if opts.breaks_native_diff() {
         return Ok(false);
     }
     let key = format!(
-        "{}|{}|{:#x}",
+        "{}|{}|{:#x}|{prefix}",
         api.as_str(),
         opts.param_string(),
         sys::fs_magic(home)?
@@ -45,7 +50,7 @@ pub(crate) fn native_diff_ok(home: &Path, api: MountApi, opts: &Options) -> Resu
         return Ok(*v);
     }
     let dir = home.join(format!(".probe-{}", std::process::id()));
-    let result = probe_native(&dir, api, opts);
+    let result = probe_native(&dir, api, opts, prefix);
     let _ = sys::unmount(&dir.join("merged"));
     let cleanup = fs::remove_dir_all(&dir).map_err(|e| Error::os("remove", &dir, e));
     let ok = result?;
@@ -57,7 +62,7 @@ pub(crate) fn native_diff_ok(home: &Path, api: MountApi, opts: &Options) -> Resu
 /// The test mount: `l2/d` is opaque over `l1/d` and `l1/d1`; `l3` is the upper. Writing
 /// `merged/d/f` must not copy the opaque flag up (the pre-4.8 kernel bug, moby #25244);
 /// renaming `merged/d1` must fail with EXDEV or leave no `overlay.redirect` xattr.
-fn probe_native(dir: &Path, api: MountApi, opts: &Options) -> Result<bool> {
+fn probe_native(dir: &Path, api: MountApi, opts: &Options, prefix: &str) -> Result<bool> {
     let _ = fs::remove_dir_all(dir);
     for sub in ["l1/d", "l1/d1", "l2/d", "l3", "work", "merged"] {
         let p = dir.join(sub);
@@ -66,7 +71,7 @@ fn probe_native(dir: &Path, api: MountApi, opts: &Options) -> Result<bool> {
     let opaque = dir.join("l2/d");
     rustix::fs::setxattr(
         &opaque,
-        "trusted.overlay.opaque",
+        format!("{prefix}.overlay.opaque").as_str(),
         b"y",
         rustix::fs::XattrFlags::empty(),
     )
@@ -91,12 +96,12 @@ fn probe_native(dir: &Path, api: MountApi, opts: &Options) -> Result<bool> {
     let f = merged.join("d/f");
     fs::write(&f, b"").map_err(|e| Error::os("write", &f, e))?;
     let up = dir.join("l3/d");
-    if xattr(&up, "trusted.overlay.opaque")?.is_some() {
+    if xattr(&up, &format!("{prefix}.overlay.opaque"))?.is_some() {
         return Ok(false);
     }
     match fs::rename(merged.join("d1"), merged.join("d2")) {
         Ok(()) => {
-            if xattr(&dir.join("l3/d2"), "trusted.overlay.redirect")?.is_some() {
+            if xattr(&dir.join("l3/d2"), &format!("{prefix}.overlay.redirect"))?.is_some() {
                 return Ok(false);
             }
         }
@@ -119,13 +124,25 @@ fn xattr(path: &Path, name: &str) -> Result<Option<Vec<u8>>> {
     }
 }
 
-/// Whether this process can run the driver: root (rootless overlay is not supported yet) and
-/// overlayfs in the kernel.
+/// Whether this process runs in a user namespace (its uid map is not the whole identity
+/// map): then overlay is mounted with `userxattr` and keeps its xattrs under `user.overlay.*`.
+pub(crate) fn in_user_namespace() -> bool {
+    match fs::read_to_string("/proc/self/uid_map") {
+        Ok(map) => {
+            let fields: Vec<&str> = map.split_whitespace().collect();
+            fields != ["0", "0", "4294967295"]
+        }
+        Err(_) => false,
+    }
+}
+
+/// Whether this process can run the driver: root, or root of a user namespace (rootless,
+/// with `userxattr`), and overlayfs in the kernel.
 pub(crate) fn host() -> Result<()> {
     if !rustix::process::geteuid().is_root() {
         return Err(Error::new(
             ErrorKind::PermissionDenied,
-            "overlay driver: needs root (rootless overlay with userxattr is not supported yet)",
+            "overlay driver: needs root, or root in a user namespace with its own mount namespace (rootless)",
         ));
     }
     match rustix::mount::fsopen("overlay", rustix::mount::FsOpenFlags::FSOPEN_CLOEXEC) {

@@ -107,6 +107,7 @@ impl Driver for OverlayDriver {
             ("Backing Filesystem".into(), i.backing.clone()),
             ("Supports d_type".into(), "true".into()),
             ("Native Overlay Diff".into(), i.native_diff.to_string()),
+            ("Rootless (userxattr)".into(), i.user_xattr.to_string()),
             ("Mount API".into(), i.api.as_str().into()),
             ("Max Depth".into(), i.max_depth.to_string()),
             (
@@ -198,9 +199,10 @@ impl Driver for OverlayDriver {
             return naive::diff(self, id, parent).await;
         }
         let diff = self.inner.layout.diff(id);
+        let user_xattr = self.inner.user_xattr;
         Ok(stream::from_blocking(move |out| {
             let opts = WriteOptions {
-                whiteouts: WhiteoutFormat::Overlay { user_xattr: false },
+                whiteouts: WhiteoutFormat::Overlay { user_xattr },
             };
             archive::write_tar(&diff, out, &opts).map(|_| ())
         }))
@@ -222,7 +224,9 @@ impl Driver for OverlayDriver {
         stream::read_blocking(diff, move |r| {
             inner.ensure_unmounted(&id)?;
             let dir = inner.layout.diff(&id);
-            let opts = ApplyOptions::new(WhiteoutMode::Overlay { user_xattr: false });
+            let opts = ApplyOptions::new(WhiteoutMode::Overlay {
+                user_xattr: inner.user_xattr,
+            });
             archive::apply_tar(&dir, r, &opts)?;
             // apply_tar leaves syncing to the caller: once for the layer.
             let fd = rustix::fs::open(

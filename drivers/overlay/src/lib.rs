@@ -17,8 +17,10 @@
 //!
 //! # Limits
 //!
-//! - Root only: rootless overlay (a user namespace, `userxattr`, `user.overlay.*`) is not
-//!   supported yet; [`probe`] says so.
+//! - Root, or root of a user namespace (rootless): there every mount gets `userxattr` and
+//!   overlay's xattrs are `user.overlay.*` (opaque directories, the native-diff probe, diff and
+//!   apply); owners in an applied tar must be mapped in the namespace. An unprivileged
+//!   process outside one cannot mount: [`probe`] says so.
 //! - No size quota: `create_rw` with a size is `NotSupported` (xfs project quotas are not
 //!   done yet).
 //! - The id `l` is reserved (the short links' directory).
@@ -69,7 +71,8 @@ use strata_driver_api::{Capabilities, Error, ErrorKind, LayerId, Result};
 /// The driver's name, in configs and as its home directory's name.
 pub const NAME: &str = "overlay";
 
-/// Whether the driver can work on this host: root, and overlayfs in the kernel.
+/// Whether the driver can work on this host: root (or root of a user namespace), and
+/// overlayfs in the kernel.
 pub fn probe() -> Result<()> {
     check::host()
 }
@@ -89,6 +92,8 @@ struct Inner {
     opts: opts::Options,
     max_depth: u32,
     native_diff: bool,
+    /// In a user namespace: `userxattr`, overlay's xattrs under `user.overlay.*`.
+    user_xattr: bool,
     backing: String,
     /// In-process mount refcounts.
     counts: Mutex<HashMap<LayerId, u32>>,
@@ -150,7 +155,11 @@ impl OverlayDriver {
             (MountApi::Mount2, _) | (MountApi::Auto, false) => MountApi::Mount2,
             _ => MountApi::Fsconfig,
         };
+        let user_xattr = check::in_user_namespace();
         let mut defaults = Vec::new();
+        if user_xattr {
+            defaults.push("userxattr".to_string());
+        }
         for key in ["redirect_dir", "metacopy"] {
             if check::module_default_on(key) && user.get(key).is_none() {
                 defaults.push(format!("{key}=off"));
@@ -162,7 +171,8 @@ impl OverlayDriver {
             _ => opts::OVL_MAX_STACK as u32,
         };
         let lock = attach(&layout)?;
-        let native_diff = check::native_diff_ok(&home, api, &opts)?;
+        let prefix = if user_xattr { "user" } else { "trusted" };
+        let native_diff = check::native_diff_ok(&home, api, &opts, prefix)?;
         Ok(OverlayDriver {
             inner: Arc::new(Inner {
                 layout,
@@ -170,6 +180,7 @@ impl OverlayDriver {
                 opts,
                 max_depth,
                 native_diff,
+                user_xattr,
                 backing: sys::fs_name(magic),
                 counts: Mutex::new(HashMap::new()),
                 _lock: lock,
@@ -192,7 +203,7 @@ impl OverlayDriver {
         Capabilities {
             native_diff: self.inner.native_diff,
             needs_root: true,
-            rootless: false,
+            rootless: self.inner.user_xattr,
             max_depth: Some(self.inner.max_depth),
             quota: false,
             mount_spec: false,

@@ -434,3 +434,108 @@ async fn remove_never_deletes_through_a_mount() {
         "a mount under the home is left"
     );
 }
+
+/// Rootless: in a user namespace (with its own mount namespace) the driver mounts with
+/// `userxattr` and keeps overlay's xattrs under `user.overlay.*`; an opaque directory and a
+/// whiteout made through a view come out of the native diff in OCI form and go back in.
+/// Runs this test binary again under `unshare --user --map-root-user --mount`.
+#[test]
+fn rootless_in_a_user_namespace() {
+    if std::env::var_os("STRATA_OVERLAY_IN_USERNS").is_some() {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(rootless_body());
+        return;
+    }
+    if skip_unless_supported("rootless_in_a_user_namespace") {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = match std::process::Command::new("unshare")
+        .args([
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "--propagation",
+            "private",
+        ])
+        .arg(&exe)
+        .args([
+            "--exact",
+            "rootless_in_a_user_namespace",
+            "--test-threads=1",
+        ])
+        .env("STRATA_OVERLAY_IN_USERNS", "1")
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("SKIPPED: rootless_in_a_user_namespace: cannot run unshare: {e}");
+            return;
+        }
+    };
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() && text.contains("unshare failed") {
+        eprintln!("SKIPPED: rootless_in_a_user_namespace: no user namespaces here: {text}");
+        return;
+    }
+    assert!(out.status.success(), "in the user namespace: {text}");
+    assert!(text.contains("1 passed"), "{text}");
+}
+
+async fn rootless_body() {
+    let s = Scratch::new();
+    let home = s.path().join("overlay");
+    let d = overlay(&home, MountApi::Auto);
+    assert!(d.caps().rootless, "a user namespace is rootless mode");
+    assert!(
+        d.status()
+            .contains(&("Rootless (userxattr)".to_string(), "true".to_string()))
+    );
+    let (base, child, copy) = (id("base"), id("child"), id("copy"));
+    d.create_rw(&base, None, &CreateOpts::default())
+        .await
+        .unwrap();
+    let p = d.get(&base, &MountOpts::default()).await.unwrap();
+    fs::create_dir(p.join("dir")).unwrap();
+    fs::write(p.join("dir/old"), b"old").unwrap();
+    fs::write(p.join("gone"), b"x").unwrap();
+    d.put(&base).await.unwrap();
+    d.create_rw(&child, Some(&base), &CreateOpts::default())
+        .await
+        .unwrap();
+    let p = d.get(&child, &MountOpts::default()).await.unwrap();
+    fs::remove_dir_all(p.join("dir")).unwrap();
+    fs::create_dir(p.join("dir")).unwrap();
+    fs::write(p.join("dir/new"), b"new").unwrap();
+    fs::remove_file(p.join("gone")).unwrap();
+    d.put(&child).await.unwrap();
+    let opaque = rustix::fs::lgetxattr(
+        home.join("child/diff/dir"),
+        "user.overlay.opaque",
+        &mut [0u8; 8],
+    );
+    assert_eq!(opaque.ok(), Some(1), "user.overlay.opaque on the new dir");
+    let tar = read_all(&d, &child, Some(&base)).await;
+    let names: Vec<String> = entries(&tar).into_iter().map(|e| e.0).collect();
+    assert!(names.contains(&"dir/.wh..wh..opq".to_string()), "{names:?}");
+    assert!(names.contains(&".wh.gone".to_string()), "{names:?}");
+    d.create(&copy, Some(&base), &CreateOpts::default())
+        .await
+        .unwrap();
+    d.apply_diff(&copy, Some(&base), stream(tar)).await.unwrap();
+    let p = d.get(&copy, &MountOpts::default()).await.unwrap();
+    let mut seen: Vec<String> = fs::read_dir(p.join("dir"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    seen.sort();
+    assert_eq!(seen, ["new"]);
+    assert!(!p.join("gone").exists());
+    d.put(&copy).await.unwrap();
+    d.cleanup().await.unwrap();
+}
