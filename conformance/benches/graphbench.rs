@@ -18,15 +18,27 @@ fn main() {
         filter,
         ..Options::default()
     };
-    let drivers = [(
-        "dir (copy)",
-        factory(|home: &Path| {
-            let config = Config {
-                mount: MountMode::Copy,
-            };
-            Ok(Arc::new(DirDriver::new(home.to_path_buf(), config)?) as Arc<dyn Driver>)
-        }),
-    )];
+    let drivers = [
+        (
+            "dir (copy)",
+            factory(|home: &Path| {
+                let config = Config {
+                    mount: MountMode::Copy,
+                };
+                Ok(Arc::new(DirDriver::new(home.to_path_buf(), config)?) as Arc<dyn Driver>)
+            }),
+        ),
+        (
+            "overlay",
+            factory(|home: &Path| {
+                let d = strata_driver_overlay::OverlayDriver::new(
+                    home.to_path_buf(),
+                    Default::default(),
+                )?;
+                Ok(Arc::new(d) as Arc<dyn Driver>)
+            }),
+        ),
+    ];
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

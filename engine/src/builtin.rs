@@ -4,13 +4,14 @@ use std::sync::Arc;
 
 use strata_driver_api::{Driver, Error, Result};
 use strata_driver_dir::DirDriver;
+use strata_driver_overlay::OverlayDriver;
 
 use crate::config::Config;
 use crate::registry::{DriverFactory, DriverSource};
 
 /// Every built-in driver this build has.
 pub(crate) fn factories() -> Vec<DriverFactory> {
-    vec![dir()]
+    vec![overlay(), dir()]
 }
 
 fn dir() -> DriverFactory {
@@ -37,6 +38,36 @@ fn trial_dir(config: &Config) -> Result<strata_driver_api::Capabilities> {
     let driver = DirDriver::new(
         tmp.path().join(strata_driver_dir::NAME),
         config.drivers.dir.clone(),
+    )?;
+    let caps = driver.caps();
+    drop(driver);
+    Ok(caps)
+}
+
+fn overlay() -> DriverFactory {
+    DriverFactory::new(
+        strata_driver_overlay::NAME,
+        DriverSource::Builtin,
+        |config| {
+            strata_driver_overlay::probe()?;
+            trial_overlay(config).map(|_| ())
+        },
+        |config| trial_overlay(config).unwrap_or_default(),
+        |home, config| {
+            let driver = OverlayDriver::new(home, config.drivers.overlay.clone())?;
+            Ok(Arc::new(driver) as Arc<dyn Driver>)
+        },
+    )
+}
+
+/// Starts the overlay driver over a throw-away home to learn whether it starts with this
+/// config (mount options, mount API, d_type) and what it can do, without touching the real
+/// root.
+fn trial_overlay(config: &Config) -> Result<strata_driver_api::Capabilities> {
+    let tmp = tempfile::tempdir().map_err(|e| Error::io("create a temporary directory", e))?;
+    let driver = OverlayDriver::new(
+        tmp.path().join(strata_driver_overlay::NAME),
+        config.drivers.overlay.clone(),
     )?;
     let caps = driver.caps();
     drop(driver);

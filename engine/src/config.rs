@@ -62,14 +62,8 @@ pub struct DriversConfig {
 /// driver's definition and nowhere else.
 pub use strata_driver_dir::{Config as DirConfig, MountMode as DirMountMode};
 
-/// `[drivers.overlay]`: kernel overlayfs.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OverlayConfig {
-    /// Extra options for every overlay mount (`"nodev"`, `"metacopy=on"`, ...).
-    #[serde(default)]
-    pub mount_options: Vec<String>,
-}
+/// `[drivers.overlay]`: kernel overlayfs; the driver's own config type.
+pub use strata_driver_overlay::{Config as OverlayConfig, MountApi as OverlayMountApi};
 
 /// `[drivers.block]`: filesystem images on loop devices.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -488,15 +488,15 @@ async fn auto_selection_at_open() {
     assert_eq!(e.selection().name, "dir");
     assert_eq!(e.info().await.unwrap().driver, "dir");
     e.create(create("a", None, false)).await.unwrap();
-    // Prior layers of a driver this build lacks: refuse rather than switch.
-    std::fs::create_dir_all(f.tmp.path().join("root/overlay-layers")).unwrap();
-    std::fs::write(f.tmp.path().join("root/overlay-layers/x.json"), b"{}").unwrap();
+    // Prior layers of a driver this build lacks (block, planned): refuse rather than switch.
+    std::fs::create_dir_all(f.tmp.path().join("root/block-layers")).unwrap();
+    std::fs::write(f.tmp.path().join("root/block-layers/x.json"), b"{}").unwrap();
     let err = Engine::open_with(config.clone(), testing::registry("dir", &knobs))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
     let mut named = config;
-    named.driver = "overlay".into();
+    named.driver = "block".into();
     let err = Engine::open_with(named, testing::registry("dir", &knobs))
         .await
         .unwrap_err();

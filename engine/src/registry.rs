@@ -17,7 +17,7 @@ use crate::config::Config;
 
 /// Drivers strata knows of that this build does not have yet: named in errors and in
 /// `strata drivers`, and recognised as prior data under a root.
-pub const PLANNED: &[&str] = &["overlay", "block"];
+pub const PLANNED: &[&str] = &["block"];
 
 /// Where a driver comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

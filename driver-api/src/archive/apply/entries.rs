@@ -63,7 +63,7 @@ enum XattrTarget<'a> {
     NoFollow(BorrowedFd<'a>, &'a [u8]),
 }
 
-fn times(meta: &Meta) -> Timestamps {
+pub(super) fn times(meta: &Meta) -> Timestamps {
     Timestamps {
         last_access: meta.mtime,
         last_modification: meta.mtime,
@@ -309,7 +309,7 @@ impl Applier<'_> {
     /// Sets the mode of a FIFO or device just made (umask applied to `mknodat`'s mode) without
     /// opening it (that could block or reach a driver): through an `O_PATH` descriptor,
     /// checked to be the node, and `/proc/self/fd`.
-    fn chmod_special(
+    pub(super) fn chmod_special(
         &self,
         dir: BorrowedFd<'_>,
         name: &[u8],

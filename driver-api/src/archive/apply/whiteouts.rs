@@ -7,10 +7,10 @@
 
 use std::os::fd::AsFd;
 
-use rustix::fs::{FileType, Gid, Mode, OFlags, Uid, XattrFlags};
+use rustix::fs::{FileType, Mode, OFlags, XattrFlags};
 use rustix::io::Errno;
 
-use super::entries::{create_leaf, parent_dir};
+use super::entries::{create_leaf, parent_dir, times};
 use super::inroot::{self, MAX_DEPTH};
 use super::names;
 use super::track::Origin;
@@ -69,7 +69,8 @@ impl Applier<'_> {
                     .remove_all(dir.as_fd(), target)
                     .map_err(|e| self.root.err("remove", &lexical, e))
             }
-            // Overlay (Keep returned above): a 0/0 character device.
+            // Overlay (Keep returned above): a 0/0 character device with the entry's
+            // permission bits, owner and mtime, so writing it back gives the same entry.
             (_, None) => {
                 let dir = parent_dir(&self.root, &mut self.track, parent)?;
                 create_leaf(&self.root, dir.as_fd(), target, &lexical, "mknodat", || {
@@ -77,20 +78,25 @@ impl Applier<'_> {
                         &dir,
                         target,
                         FileType::CharacterDevice,
-                        Mode::empty(),
+                        Mode::from_raw_mode(meta.mode & 0o777),
                         rustix::fs::makedev(0, 0),
                     )
                 })?;
-                if self.opts.same_owner {
-                    rustix::fs::chownat(
-                        &dir,
-                        target,
-                        Some(Uid::from_raw(meta.uid)),
-                        Some(Gid::from_raw(meta.gid)),
-                        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(|e| self.root.err("fchownat", &lexical, e))?;
-                }
+                self.chown_at(dir.as_fd(), target, &lexical, meta)?;
+                self.chmod_special(
+                    dir.as_fd(),
+                    target,
+                    &lexical,
+                    FileType::CharacterDevice,
+                    meta.mode,
+                )?;
+                rustix::fs::utimensat(
+                    &dir,
+                    target,
+                    &times(meta),
+                    rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(|e| self.root.err("utimensat", &lexical, e))?;
                 drop(dir);
                 self.track.mark(&lexical, Origin::Fresh);
                 Ok(())

@@ -1,0 +1,235 @@
+//! The overlay driver: kernel overlayfs with overlay2's layout.
+//!
+//! Each layer is a directory of its own changes in overlayfs's form (`<id>/diff`: whiteouts
+//! as 0/0 character devices, opaque directories by the `trusted.overlay.opaque` xattr); its
+//! merged view is an overlay mount on `<id>/merged` of its diff over its ancestors' diffs. The
+//! layout (overlay2's, with `l/` short links) is described in the `layout` module.
+//!
+//! # Mounting
+//!
+//! With the new mount API (`fsopen`, `fsconfig("lowerdir+")` one lower at a time, `fsmount`,
+//! `move_mount`; Linux 6.8+) a chain can be as deep as overlayfs allows: 500 lowers, so a
+//! chain of 500 layers ([`OverlayDriver::caps`]`.max_depth`). Where the kernel refuses
+//! `lowerdir+`, the classic `mount(2)` takes one option string of `l/<LID>` names relative
+//! to the home (resolved on a thread with its own working directory), limited to what fits in
+//! a page with 512 bytes to spare for 128-character ids: 114 layers without extra options.
+//! Either way, creating a layer deeper than the limit is `NotSupported` at create time.
+//!
+//! # Limits
+//!
+//! - Root, or root of a user namespace (rootless): there every mount gets `userxattr` and
+//!   overlay's xattrs are `user.overlay.*` (opaque directories, the native-diff probe, diff and
+//!   apply); owners in an applied tar must be mapped in the namespace. An unprivileged
+//!   process outside one cannot mount: [`probe`] says so.
+//! - No size quota: `create_rw` with a size is `NotSupported` (xfs project quotas are not
+//!   done yet).
+//! - The id `l` is reserved (the short links' directory).
+//! - Renaming a directory that came from a lower layer fails with EXDEV in a view (no
+//!   `redirect_dir`), as in Docker; callers such as `mv` copy instead.
+//!
+//! Every mount has `index=off` (and `redirect_dir=off`/`metacopy=off` where the module turns
+//! them on by default). An image layer (`create`) and a layer that has children (marked
+//! `committed`, as overlay2 does) mount read-only, with no upper: `lowerdir=<diff>:<lowers>`.
+//! A base layer's writable mount has the shared `empty/` directory as its one lower.
+//!
+//! # Refcounts
+//!
+//! `get` counts in-process; the first `get` or `put` of a layer that is mounted already (a
+//! mount left by another process: `<id>/merged` is a mount root) adopts it with a count of one.
+//! The last `put` detaches the mount lazily and removes `merged`. `remove` of a mounted layer
+//! is `Busy` unless forced; removing retries EBUSY.
+//!
+//! # Diff
+//!
+//! Native where a tar of the upper is the diff: the pair is a layer and its direct parent, and
+//! a start-up test mount shows this kernel with these options neither copies the opaque flag
+//! up nor writes redirects (moby's check). Then `diff` tars `diff/` converting whiteouts to OCI
+//! form and `diff_size` walks `diff/`; otherwise both are naive, and `status()` says which
+//! ("Native Overlay Diff"). `apply_diff` always untars into `diff/` converting whiteouts the
+//! other way (correct whatever overlayfs would write itself). `changes` is always the naive
+//! one (moby's overlay2 does the same: overlay's upper alone cannot tell a modified directory
+//! from a copied-up one).
+
+#![deny(missing_docs)]
+
+mod check;
+mod config;
+mod driver;
+mod layout;
+mod mount2;
+mod mounts;
+mod opts;
+mod sys;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+pub use config::{Config, MountApi};
+use strata_driver_api::{Capabilities, Error, ErrorKind, LayerId, Result};
+
+/// The driver's name, in configs and as its home directory's name.
+pub const NAME: &str = "overlay";
+
+/// Whether the driver can work on this host: root (or root of a user namespace), and
+/// overlayfs in the kernel.
+pub fn probe() -> Result<()> {
+    check::host()
+}
+
+/// The overlay driver. Cheap to share: the engine holds it as `Arc<dyn Driver>`.
+#[derive(Debug)]
+pub struct OverlayDriver {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    layout: layout::Layout,
+    /// The mount API in use (`Auto` resolved).
+    api: MountApi,
+    /// The options of every mount: the driver's defaults, then the config's.
+    opts: opts::Options,
+    max_depth: u32,
+    native_diff: bool,
+    /// In a user namespace: `userxattr`, overlay's xattrs under `user.overlay.*`.
+    user_xattr: bool,
+    backing: String,
+    /// In-process mount refcounts.
+    counts: Mutex<HashMap<LayerId, u32>>,
+    /// `<home>/lock`, held shared while this instance lives.
+    _lock: std::fs::File,
+}
+
+impl OverlayDriver {
+    /// Opens the driver in `home` (`<root>/overlay`), creating it if needed.
+    ///
+    /// Checks the host ([`probe`]), the backing file system (not overlayfs; `d_type` support,
+    /// else `NotSupported` naming the fix), the config's mount options (`Config` error for one
+    /// the driver sets itself), which mount API the kernel has, and whether native diff is safe
+    /// (one test mount per process). When no other instance has the home open, it clears what
+    /// crashed operations left.
+    pub fn new(home: PathBuf, config: Config) -> Result<OverlayDriver> {
+        probe()?;
+        let user = opts::Options::parse(&config.mount_options).map_err(|e| {
+            Error::new(
+                ErrorKind::Config,
+                format!("drivers.overlay.mount_options: {e}"),
+            )
+        })?;
+        let layout = layout::Layout::open(home)?;
+        let home = layout.home().to_path_buf();
+        let magic = sys::fs_magic(&home)?;
+        if magic == sys::OVERLAYFS_MAGIC {
+            return Err(Error::new(
+                ErrorKind::NotSupported,
+                format!(
+                    "overlay driver: {} is on overlayfs, which cannot be an upper layer; put the root elsewhere",
+                    home.display()
+                ),
+            ));
+        }
+        if !sys::supports_d_type(&home)? {
+            return Err(Error::new(
+                ErrorKind::NotSupported,
+                format!(
+                    "overlay driver: the file system of {} ({}) does not report d_type, which overlayfs needs; \
+                     reformat xfs with -n ftype=1 or ext4 with -O filetype",
+                    home.display(),
+                    sys::fs_name(magic)
+                ),
+            ));
+        }
+        let plus = match sys::has_lowerdir_plus(&layout.empty()) {
+            Ok(p) => p,
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOSYS.raw_os_error()) => false,
+            Err(e) => return Err(e),
+        };
+        let api = match (config.mount_api, plus) {
+            (MountApi::Fsconfig, false) => {
+                return Err(Error::new(
+                    ErrorKind::NotSupported,
+                    "overlay driver: mount_api \"fsconfig\" needs a kernel that takes lowerdir+ (6.8+)",
+                ));
+            }
+            (MountApi::Mount2, _) | (MountApi::Auto, false) => MountApi::Mount2,
+            _ => MountApi::Fsconfig,
+        };
+        let user_xattr = check::in_user_namespace();
+        let mut defaults = Vec::new();
+        if user_xattr {
+            defaults.push("userxattr".to_string());
+        }
+        for key in ["redirect_dir", "metacopy"] {
+            if check::module_default_on(key) && user.get(key).is_none() {
+                defaults.push(format!("{key}=off"));
+            }
+        }
+        let opts = opts::Options::parse(&defaults)?.merged(&user);
+        let max_depth = match api {
+            MountApi::Mount2 => opts::mount2_max_depth(&opts.param_string()),
+            _ => opts::OVL_MAX_STACK as u32,
+        };
+        let lock = attach(&layout)?;
+        let prefix = if user_xattr { "user" } else { "trusted" };
+        let native_diff = check::native_diff_ok(&home, api, &opts, prefix)?;
+        Ok(OverlayDriver {
+            inner: Arc::new(Inner {
+                layout,
+                api,
+                opts,
+                max_depth,
+                native_diff,
+                user_xattr,
+                backing: sys::fs_name(magic),
+                counts: Mutex::new(HashMap::new()),
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// The mount API in use (`Auto` resolved).
+    pub fn mount_api(&self) -> MountApi {
+        self.inner.api
+    }
+
+    /// Whether `diff`/`apply_diff`/`diff_size` are native on this host.
+    pub fn native_diff(&self) -> bool {
+        self.inner.native_diff
+    }
+
+    /// The driver's capabilities on this host.
+    pub fn caps(&self) -> Capabilities {
+        Capabilities {
+            native_diff: self.inner.native_diff,
+            needs_root: true,
+            rootless: self.inner.user_xattr,
+            max_depth: Some(self.inner.max_depth),
+            quota: false,
+            mount_spec: false,
+            rename_dir: false,
+            read_only_images: true,
+        }
+    }
+}
+
+/// Takes `<home>/lock` shared for the instance's life; sweeps crash leftovers first when no
+/// other instance holds it.
+fn attach(layout: &layout::Layout) -> Result<std::fs::File> {
+    use rustix::fs::{FlockOperation, flock};
+    let path = layout.home().join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::os("open", &path, e))?;
+    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => layout.sweep()?,
+        Err(rustix::io::Errno::WOULDBLOCK) => {}
+        Err(e) => return Err(sys::os("flock", &path, e)),
+    }
+    flock(&file, FlockOperation::LockShared).map_err(|e| sys::os("flock", &path, e))?;
+    Ok(file)
+}

@@ -1,0 +1,210 @@
+//! Mounting and unmounting layers' views, with refcounts that survive a restart.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::MutexGuard;
+
+use rustix::mount::MountAttrFlags;
+use strata_driver_api::{Error, ErrorKind, LayerId, MountOpts, Result};
+
+use crate::config::MountApi;
+use crate::layout::LayerKind;
+use crate::opts::{Options, Stack};
+use crate::{Inner, mount2, sys};
+
+impl Inner {
+    fn counts(&self) -> MutexGuard<'_, HashMap<LayerId, u32>> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes a layer (under the refcount lock, which also orders the parent's `committed`
+    /// mark against its mounts).
+    pub(crate) fn create(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        kind: LayerKind,
+    ) -> Result<()> {
+        let _guard = self.counts();
+        match parent {
+            None => self.layout.create(id, None, kind),
+            Some(p) => {
+                let plid = match self.layout.lid(p) {
+                    Ok(l) => l,
+                    Err(e) if e.kind() == ErrorKind::NotFound => {
+                        return Err(Error::new(
+                            ErrorKind::ParentNotFound,
+                            format!("parent layer {p} not found"),
+                        ));
+                    }
+                    Err(e) => return Err(e),
+                };
+                let lowers = self.layout.lower_lids(p)?;
+                let depth = lowers.len() + 2;
+                if depth > self.max_depth as usize {
+                    return Err(Error::new(
+                        ErrorKind::NotSupported,
+                        format!(
+                            "layer {id} would be {depth} layers deep; the overlay driver mounts at most {} here ({} mount API)",
+                            self.max_depth,
+                            self.api.as_str()
+                        ),
+                    ));
+                }
+                // A parent with children mounts read-only from its next mount on (overlay2's
+                // `committed`): a lower in use as another mount's upper is undefined. Marked
+                // first, so a failed mark leaves no child behind.
+                self.layout.commit(p)?;
+                self.layout.create(id, Some((p, &plid, &lowers)), kind)
+            }
+        }
+    }
+
+    /// The stack of layer `id`'s mount, paths absolute.
+    fn stack(&self, id: &LayerId, read_only: bool) -> Result<(Stack<PathBuf>, Stack<String>)> {
+        let l = &self.layout;
+        let lids = l.lower_lids(id)?;
+        let mut abs: Vec<PathBuf> = Vec::with_capacity(lids.len() + 1);
+        let mut rel: Vec<String> = Vec::with_capacity(lids.len() + 1);
+        let mut upper = None;
+        if read_only {
+            let own = l.lid(id)?;
+            abs.push(l.lid_path(&own));
+            rel.push(format!("l/{own}"));
+        } else {
+            upper = Some((l.diff(id), l.work(id)));
+        }
+        for lid in &lids {
+            abs.push(l.lid_path(lid));
+            rel.push(format!("l/{lid}"));
+        }
+        // overlayfs wants two lowers without an upper, one with.
+        if abs.is_empty() || (read_only && abs.len() == 1) {
+            abs.push(l.empty());
+            rel.push(".empty".to_string());
+        }
+        let rel_upper = upper
+            .as_ref()
+            .map(|_| (format!("{id}/diff"), format!("{id}/work")));
+        Ok((
+            Stack { lowers: abs, upper },
+            Stack {
+                lowers: rel,
+                upper: rel_upper,
+            },
+        ))
+    }
+
+    /// Mounts layer `id`'s view on `<id>/merged`.
+    fn mount(&self, id: &LayerId, read_only: bool, opts: &Options) -> Result<()> {
+        let (abs, rel) = self.stack(id, read_only)?;
+        let target = self.layout.merged(id);
+        match self.api {
+            MountApi::Mount2 => mount2::mount(self.layout.home(), &rel, opts, read_only, &target),
+            _ => sys::mount_fsconfig(&abs, opts, read_only, &target),
+        }
+    }
+
+    pub(crate) fn get(&self, id: &LayerId, mopts: &MountOpts) -> Result<PathBuf> {
+        let extra = Options::parse(&mopts.options)?;
+        let opts = self.opts.merged(&extra);
+        let mut counts = self.counts();
+        self.layout.ensure(id)?;
+        let merged = self.layout.merged(id);
+        let mut count = counts.get(id).copied().unwrap_or(0);
+        if count == 0 && sys::is_mount_root(&merged)? {
+            count = 1; // adopted: mounted by an earlier instance
+        }
+        if count > 0 {
+            counts.insert(id.clone(), count + 1);
+            return Ok(merged);
+        }
+        let read_only = mopts.read_only
+            || self.layout.committed(id)
+            || opts.attrs.contains(MountAttrFlags::MOUNT_ATTR_RDONLY);
+        match std::fs::create_dir(&merged) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::os("mkdir", &merged, e)),
+        }
+        if let Err(e) = self.mount(id, read_only, &opts) {
+            let _ = std::fs::remove_dir(&merged);
+            return Err(e.context(format!("mount layer {id}")));
+        }
+        counts.insert(id.clone(), 1);
+        Ok(merged)
+    }
+
+    pub(crate) fn put(&self, id: &LayerId) -> Result<()> {
+        let mut counts = self.counts();
+        self.layout.ensure(id)?;
+        let merged = self.layout.merged(id);
+        let count = match counts.get(id) {
+            Some(&c) => c,
+            None if sys::is_mount_root(&merged)? => 1,
+            None => return Ok(()),
+        };
+        if count > 1 {
+            counts.insert(id.clone(), count - 1);
+            return Ok(());
+        }
+        counts.remove(id);
+        self.unmount(id)
+    }
+
+    /// Detaches the view and removes the mount point.
+    fn unmount(&self, id: &LayerId) -> Result<()> {
+        let merged = self.layout.merged(id);
+        sys::unmount(&merged)?;
+        match std::fs::remove_dir(&merged) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::os("rmdir", &merged, e)),
+        }
+    }
+
+    pub(crate) fn is_mounted(&self, id: &LayerId) -> Result<bool> {
+        self.layout.ensure(id)?;
+        sys::is_mount_root(&self.layout.merged(id))
+    }
+
+    pub(crate) fn remove(&self, id: &LayerId, force: bool) -> Result<()> {
+        let mut counts = self.counts();
+        self.layout.ensure(id)?;
+        if sys::is_mount_root(&self.layout.merged(id))? {
+            if !force {
+                return Err(Error::new(
+                    ErrorKind::Busy,
+                    format!("layer {id} is mounted"),
+                ));
+            }
+            self.unmount(id)?;
+        }
+        counts.remove(id);
+        self.layout.remove(id)
+    }
+
+    /// Unmounts every layer's view (this instance's and any adopted one).
+    pub(crate) fn cleanup(&self) -> Result<()> {
+        let mut counts = self.counts();
+        counts.clear();
+        for id in self.layout.ids()? {
+            if sys::is_mount_root(&self.layout.merged(&id))? {
+                self.unmount(&id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `Busy` while the layer is mounted (an upper changed under a mount is undefined).
+    pub(crate) fn ensure_unmounted(&self, id: &LayerId) -> Result<()> {
+        self.layout.ensure(id)?;
+        if sys::is_mount_root(&self.layout.merged(id))? {
+            return Err(Error::new(
+                ErrorKind::Busy,
+                format!("layer {id} is mounted"),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,275 @@
+//! The system calls this driver is built from: mounting a [`Stack`] either way, unmounting,
+//! telling a mount point, and small crash-safe file writes. Every error names the call and the
+//! path.
+
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, CWD, StatxAttributes, StatxFlags};
+use rustix::io::Errno;
+use rustix::mount::{
+    FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, UnmountFlags, fsconfig_create,
+    fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, move_mount,
+};
+use strata_driver_api::{Error, ErrorKind, Result};
+
+use crate::opts::{Options, Stack};
+
+/// A syscall error on `path`.
+pub(crate) fn os(call: &str, path: &Path, e: Errno) -> Error {
+    Error::os(call, path, std::io::Error::from(e))
+}
+
+/// The overlayfs magic number in `statfs`'s `f_type`.
+pub(crate) const OVERLAYFS_MAGIC: u64 = 0x794C_7630;
+
+/// Opens an overlay file-system context (loading the module if needed).
+pub(crate) fn open_overlay(path: &Path) -> Result<OwnedFd> {
+    fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| os("fsopen overlay", path, e))
+}
+
+/// Whether the kernel takes `lowerdir+` (Linux 6.8+): set one on a fresh context, never mount.
+pub(crate) fn has_lowerdir_plus(dir: &Path) -> Result<bool> {
+    let fs = open_overlay(dir)?;
+    match fsconfig_set_string(&fs, "lowerdir+", dir) {
+        Ok(()) => Ok(true),
+        Err(Errno::INVAL | Errno::NOENT) => Ok(false),
+        Err(e) => Err(os("fsconfig lowerdir+", dir, e)),
+    }
+}
+
+/// The messages the kernel logged on an fs context, joined on one line (best effort).
+fn context_log(fs: &OwnedFd) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 512];
+    for _ in 0..16 {
+        match rustix::io::read(fs, &mut buf) {
+            Ok(n) if n > 0 => out.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            _ => break,
+        }
+    }
+    out.join("; ")
+}
+
+/// Mounts `stack` (absolute paths) on `target` with `fsopen`/`fsconfig`/`fsmount`/`move_mount`,
+/// one `lowerdir+` at a time.
+pub(crate) fn mount_fsconfig(
+    stack: &Stack<PathBuf>,
+    opts: &Options,
+    read_only: bool,
+    target: &Path,
+) -> Result<()> {
+    let fs = open_overlay(target)?;
+    let fail = |what: &str, e: Errno| {
+        let log = context_log(&fs);
+        let err = os(&format!("fsconfig {what} for"), target, e);
+        if log.is_empty() {
+            err
+        } else {
+            err.context(log)
+        }
+    };
+    fsconfig_set_string(&fs, "index", "off").map_err(|e| fail("index=off", e))?;
+    for (key, value) in &opts.params {
+        match value {
+            Some(v) => fsconfig_set_string(&fs, key.as_str(), v.as_str()),
+            None => fsconfig_set_flag(&fs, key.as_str()),
+        }
+        .map_err(|e| fail(key, e))?;
+    }
+    for lower in &stack.lowers {
+        fsconfig_set_string(&fs, "lowerdir+", lower).map_err(|e| fail("lowerdir+", e))?;
+    }
+    if let Some((upper, work)) = &stack.upper {
+        fsconfig_set_string(&fs, "upperdir", upper).map_err(|e| fail("upperdir", e))?;
+        fsconfig_set_string(&fs, "workdir", work).map_err(|e| fail("workdir", e))?;
+    }
+    fsconfig_create(&fs).map_err(|e| fail("create", e))?;
+    let mut attrs = opts.attrs;
+    if read_only {
+        attrs |= MountAttrFlags::MOUNT_ATTR_RDONLY;
+    }
+    let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
+        .map_err(|e| os("fsmount overlay for", target, e))?;
+    move_mount(
+        mnt.as_fd(),
+        "",
+        CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|e| os("move_mount onto", target, e))
+}
+
+/// Lazily unmounts `target`; not mounted is fine.
+pub(crate) fn unmount(target: &Path) -> Result<()> {
+    match rustix::mount::unmount(target, UnmountFlags::DETACH) {
+        Ok(()) | Err(Errno::INVAL | Errno::NOENT) => Ok(()),
+        Err(e) => Err(os("umount2", target, e)),
+    }
+}
+
+/// The mount points at or below `dir` in this process's mount table, deepest first.
+pub(crate) fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>> {
+    let table = Path::new("/proc/self/mountinfo");
+    let text = std::fs::read_to_string(table).map_err(|e| Error::os("read", table, e))?;
+    let mut out: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    out.dedup();
+    Ok(out)
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, `\011`, `\012`, `\134`).
+pub(crate) fn unescape_mountinfo(s: &str) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    std::ffi::OsString::from_vec(out)
+}
+
+/// Detaches every mount at or below `dir`, deepest first, so that removing `dir` never
+/// deletes through a mount (a bind mount leaked into a layer, a view still mounted).
+pub(crate) fn unmount_all_under(dir: &Path) -> Result<()> {
+    for m in mounts_under(dir)? {
+        unmount(&m)?;
+    }
+    Ok(())
+}
+
+/// Whether `path` is the root of a mount (missing is `false`).
+pub(crate) fn is_mount_root(path: &Path) -> Result<bool> {
+    match rustix::fs::statx(
+        CWD,
+        path,
+        AtFlags::SYMLINK_NOFOLLOW,
+        StatxFlags::BASIC_STATS,
+    ) {
+        Ok(st) => {
+            let mask = st.stx_attributes_mask;
+            let attrs = st.stx_attributes;
+            if mask.contains(StatxAttributes::MOUNT_ROOT) {
+                return Ok(attrs.contains(StatxAttributes::MOUNT_ROOT));
+            }
+            // Kernels before 5.8: a different device than the parent's.
+            let parent = path.parent().unwrap_or(Path::new("/"));
+            let p = rustix::fs::stat(parent).map_err(|e| os("stat", parent, e))?;
+            Ok((st.stx_dev_major, st.stx_dev_minor)
+                != (rustix::fs::major(p.st_dev), rustix::fs::minor(p.st_dev)))
+        }
+        Err(Errno::NOENT | Errno::NOTDIR) => Ok(false),
+        Err(e) => Err(os("statx", path, e)),
+    }
+}
+
+/// The `statfs` magic of the file system holding `path`.
+pub(crate) fn fs_magic(path: &Path) -> Result<u64> {
+    let st = rustix::fs::statfs(path).map_err(|e| os("statfs", path, e))?;
+    #[allow(clippy::unnecessary_cast)]
+    Ok(st.f_type as i64 as u64 & 0xffff_ffff)
+}
+
+/// A name for a `statfs` magic number, for `status()`.
+pub(crate) fn fs_name(magic: u64) -> String {
+    match magic {
+        0xEF53 => "extfs".into(),
+        0x5846_5342 => "xfs".into(),
+        0x9123_683E => "btrfs".into(),
+        0x0102_1994 => "tmpfs".into(),
+        OVERLAYFS_MAGIC => "overlayfs".into(),
+        0x2FC1_2FC1 => "zfs".into(),
+        0xF2F5_2010 => "f2fs".into(),
+        0xCA45_1A4E => "bcachefs".into(),
+        other => format!("unknown ({other:#x})"),
+    }
+}
+
+/// Writes `data` to `dir/name` crash-safely: a temp file, fsync, rename over. A power cut
+/// leaves the old content or the new, never an empty file.
+pub(crate) fn write_atomic(dir: &Path, name: &str, data: &[u8], mode: u32) -> Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let path = dir.join(name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(|e| Error::os("open", &tmp, e))?;
+    f.write_all(data).map_err(|e| Error::os("write", &tmp, e))?;
+    f.sync_all().map_err(|e| Error::os("fsync", &tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, &path).map_err(|e| Error::os("rename", &path, e))
+}
+
+/// Reads a small metadata file; a missing one is `NotFound`, an empty one `Corrupt`.
+pub(crate) fn read_small(path: &Path) -> Result<String> {
+    let s = std::fs::read_to_string(path).map_err(|e| Error::os("read", path, e))?;
+    let s = s.trim_end_matches('\n').to_string();
+    if s.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Corrupt,
+            format!("{} is empty", path.display()),
+        ));
+    }
+    Ok(s)
+}
+
+/// Whether the file system under `dir` reports file types in `readdir` (`d_type`): overlayfs
+/// needs it to see whiteouts.
+pub(crate) fn supports_d_type(dir: &Path) -> Result<bool> {
+    let probe = dir.join(".d_type-probe");
+    std::fs::write(&probe, b"").map_err(|e| Error::os("create", &probe, e))?;
+    let result = (|| {
+        let fd = rustix::fs::open(
+            dir,
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| os("open", dir, e))?;
+        let mut d = rustix::fs::Dir::read_from(&fd).map_err(|e| os("opendir", dir, e))?;
+        while let Some(entry) = d.read() {
+            let entry = entry.map_err(|e| os("readdir", dir, e))?;
+            if entry.file_name().to_bytes() == b".d_type-probe" {
+                return Ok(entry.file_type() != rustix::fs::FileType::Unknown);
+            }
+        }
+        Ok(false)
+    })();
+    std::fs::remove_file(&probe).map_err(|e| Error::os("unlink", &probe, e))?;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
+        assert_eq!(unescape_mountinfo("/x\\134y\\011"), "/x\\y\t");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+        assert_eq!(unescape_mountinfo("/short\\04"), "/short\\04");
+    }
+}
