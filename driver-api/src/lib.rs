@@ -25,6 +25,7 @@ mod error;
 pub mod fsutil;
 mod id;
 pub mod naive;
+pub mod size;
 pub mod stream;
 mod types;
 
