@@ -411,7 +411,9 @@ fn bytes_under(dir: &std::path::Path) -> u64 {
 pub async fn remove_frees_data(h: &Harness) -> Result<(), Failure> {
     let d = h.driver();
     let a = id("big");
-    warm_home(h).await?;
+    d.create(&id("warm"), None, &CreateOpts::default())
+        .await
+        .ctx("create warm")?;
     let home = h.home().to_path_buf();
     let h1 = home.clone();
     let before = blocking(move || Ok(bytes_under(&h1))).await?;

@@ -259,12 +259,16 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     rustix::fs::fsync(&d).map_err(|e| Error::os("fsync", dir, e))
 }
 
-/// Whether FICLONE works in `dir` (tried on two empty files made and removed there).
+/// Whether FICLONE works in `dir` (tried on two small files made and removed there).
 pub fn probe_reflink(dir: &Path, tag: &str) -> bool {
     let a = dir.join(format!(".reflink-a-{tag}"));
     let b = dir.join(format!(".reflink-b-{tag}"));
     let ok = (|| -> std::io::Result<bool> {
-        let fa = File::create(&a)?;
+        let mut fa = File::create(&a)?;
+        // One block: some filesystems refuse to clone an empty file.
+        std::io::Write::write_all(&mut fa, &[0u8; 4096])?;
+        drop(fa);
+        let fa = File::open(&a)?;
         let fb = File::create(&b)?;
         Ok(rustix::fs::ioctl_ficlone(&fb, &fa).is_ok())
     })()
