@@ -126,8 +126,11 @@ pub fn mount_with(dev: &Path, target: &Path, fs: Fs, read_only: bool, data: &str
         .map_err(|e| Error::os("mount", target, e))
 }
 
+/// How many times an unmount is retried on `EBUSY` (10 ms apart) before it is `Busy`.
+const UMOUNT_TRIES: u32 = 50;
+
 /// Unmounts `target` (the image `image` on a loop device) and waits until the loop device has
-/// detached itself. `EBUSY` is `Busy`.
+/// detached itself. `EBUSY` that lasts half a second is `Busy`.
 pub fn unmount(target: &Path, image: &Path) -> Result<()> {
     unmount_flags(target, image, UnmountFlags::empty())
 }
@@ -135,10 +138,19 @@ pub fn unmount(target: &Path, image: &Path) -> Result<()> {
 /// [`unmount`], lazily detaching (`MNT_DETACH`) when `lazy`: for forced removal and the sweep.
 pub fn unmount_flags(target: &Path, image: &Path, flags: UnmountFlags) -> Result<()> {
     let entry = find(&read()?, target);
-    match rustix::mount::unmount(target, flags) {
-        Ok(()) => {}
-        Err(Errno::INVAL) if entry.is_none() => return Ok(()),
-        Err(e) => return Err(Error::os("umount", target, e)),
+    let mut tries = 0;
+    loop {
+        match rustix::mount::unmount(target, flags) {
+            Ok(()) => break,
+            Err(Errno::INVAL) if entry.is_none() => return Ok(()),
+            // A process forked elsewhere in this program may hold a copy of a descriptor
+            // into the mount for the moment until its exec: retry for a while.
+            Err(Errno::BUSY) if tries < UMOUNT_TRIES => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => return Err(Error::os("umount", target, e)),
+        }
     }
     match entry.and_then(|e| e.loop_number()) {
         // A lazy unmount lets go of the device when its last user does: do not wait.
