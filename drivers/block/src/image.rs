@@ -126,7 +126,8 @@ pub fn fs_options(fs: Fs) -> &'static [&'static str] {
 /// tables and journal (the file is fresh and sparse, so both read as zeros already and nothing
 /// needs writing), no discard (a new sparse file has nothing to discard). The journal stays:
 /// a container layer is written while mounted and must survive a crash.
-/// xfs: `-K` (no discard), otherwise the defaults.
+/// xfs: 4 KiB sectors (the loop device's block size; xfs refuses a device whose sectors are
+/// bigger than its own), `-K` (no discard), otherwise the defaults.
 pub fn mkfs_command(fs: Fs, path: &Path) -> Command {
     let mut cmd = match fs {
         Fs::Ext4 => {
@@ -147,7 +148,7 @@ pub fn mkfs_command(fs: Fs, path: &Path) -> Command {
         }
         Fs::Xfs => {
             let mut c = Command::new("mkfs.xfs");
-            c.args(["-q", "-f", "-K", "-L", "strata"]);
+            c.args(["-q", "-f", "-K", "-s", "size=4096", "-L", "strata"]);
             c
         }
     };

@@ -327,3 +327,50 @@ fn new_sweeps_a_crash_but_adopts_mounts() {
     });
     t.assert_clean();
 }
+
+/// xfs inside the images: a child is a clone with its parent's UUID, so both mount at once
+/// only with `nouuid`; the naive diff between them works.
+#[test]
+fn xfs_images_stack_and_diff() {
+    need_block!();
+    if std::process::Command::new("mkfs.xfs")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: xfs_images_stack_and_diff: mkfs.xfs not found (install xfsprogs)");
+        return;
+    }
+    let t = TestDir::new();
+    let home = t.path().join("block");
+    rt(async {
+        let d = BlockDriver::new(
+            home.clone(),
+            Config {
+                size: 320 * MIB,
+                fs: Fs::Xfs,
+            },
+        )
+        .unwrap();
+        let (a, b) = (id("a"), id("b"));
+        d.create(&a, None, &CreateOpts::default()).await.unwrap();
+        d.apply_diff(&a, None, file_tar("in-a", 10)).await.unwrap();
+        d.create(&b, Some(&a), &CreateOpts::default())
+            .await
+            .unwrap();
+        d.apply_diff(&b, Some(&a), file_tar("in-b", 20))
+            .await
+            .unwrap();
+        let changes = d.changes(&b, Some(&a)).await.unwrap();
+        let shown: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
+        assert_eq!(shown, ["A /in-b"]);
+        assert_eq!(d.diff_size(&b, Some(&a)).await.unwrap(), 20);
+        let spec = d.mount_spec(&b).unwrap();
+        assert_eq!(spec.fs_type, "xfs");
+        assert!(spec.options.iter().any(|o| o == "nouuid"));
+        let pb = d.get(&b, &MountOpts::default()).await.unwrap();
+        assert!(pb.join("in-a").exists() && pb.join("in-b").exists());
+        d.put(&b).await.unwrap();
+    });
+    t.assert_clean();
+}
