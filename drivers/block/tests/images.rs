@@ -374,3 +374,32 @@ fn xfs_images_stack_and_diff() {
     });
     t.assert_clean();
 }
+
+/// A child of a container layer that is mounted read-write is cloned from a frozen, clean
+/// filesystem: it holds what was written so far and mounts read-only (no journal to replay).
+#[test]
+fn child_of_a_mounted_writable_layer() {
+    need_block!();
+    let t = TestDir::new();
+    let home = t.path().join("block");
+    rt(async {
+        let d = driver(&home, 64 * MIB);
+        let (rw, img) = (id("rw"), id("img"));
+        d.create_rw(&rw, None, &CreateOpts::default())
+            .await
+            .unwrap();
+        let p = d.get(&rw, &MountOpts::default()).await.unwrap();
+        std::fs::write(p.join("written"), b"while mounted").unwrap();
+        d.create(&img, Some(&rw), &CreateOpts::default())
+            .await
+            .unwrap();
+        // The parent is usable again (thawed).
+        std::fs::write(p.join("after"), b"later").unwrap();
+        let pi = d.get(&img, &MountOpts::default()).await.unwrap();
+        assert_eq!(std::fs::read(pi.join("written")).unwrap(), b"while mounted");
+        assert!(!pi.join("after").exists());
+        d.put(&img).await.unwrap();
+        d.put(&rw).await.unwrap();
+    });
+    t.assert_clean();
+}
