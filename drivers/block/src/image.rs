@@ -176,6 +176,28 @@ fn magic_ok(head: &[u8], fs: Fs) -> bool {
     }
 }
 
+/// Whether the ext4 image at `path` needs its journal replayed (`needs_recovery` set: it was
+/// mounted read-write when the machine went down, or copied while mounted). Such an image
+/// cannot be mounted from a read-only device. Always false for xfs (its log is replayed only
+/// on a writable device too, but it has no cheap flag to read).
+pub fn needs_recovery(path: &Path, fs: Fs) -> Result<bool> {
+    if fs != Fs::Ext4 {
+        return Ok(false);
+    }
+    let mut f = File::open(path).map_err(|e| Error::os("open", path, e))?;
+    let mut head = [0u8; 1024 + 0x64];
+    f.read_exact(&mut head)
+        .map_err(|e| Error::os("read superblock", path, e))?;
+    Ok(ext4_recover_flag(&head))
+}
+
+/// `s_feature_incompat & EXT4_FEATURE_INCOMPAT_RECOVER` of the superblock at 1024.
+fn ext4_recover_flag(head: &[u8]) -> bool {
+    head.get(1024 + 0x60..1024 + 0x64)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & 0x4 != 0)
+        .unwrap_or(false)
+}
+
 /// The scratch image's file name for `fs` and `size`.
 pub fn scratch_name(fs: Fs, size: u64) -> String {
     format!("{}-{size}.img", fs.as_str())
@@ -294,6 +316,17 @@ mod tests {
         head[..4].copy_from_slice(b"XFSB");
         assert!(magic_ok(&head, Fs::Xfs));
         assert!(!magic_ok(&head[..10], Fs::Ext4));
+    }
+
+    #[test]
+    fn recover_flag_is_bit_2_of_incompat() {
+        let mut head = vec![0u8; 1024 + 0x64];
+        assert!(!ext4_recover_flag(&head));
+        head[1024 + 0x60] = 0x02 | 0x40;
+        assert!(!ext4_recover_flag(&head));
+        head[1024 + 0x60] |= 0x04;
+        assert!(ext4_recover_flag(&head));
+        assert!(!ext4_recover_flag(&head[..100]));
     }
 
     #[test]

@@ -92,9 +92,12 @@ pub struct Layout {
 impl Layout {
     /// The layout of `home` (absolute, canonical).
     pub fn new(home: PathBuf) -> Layout {
+        // The pid alone could repeat a crashed process's leftover names.
+        let mut salt = [0u8; 4];
+        let _ = rustix::rand::getrandom(&mut salt, rustix::rand::GetRandomFlags::empty());
         Layout {
             home,
-            tag: format!("{}", std::process::id()),
+            tag: format!("{}{:08x}", std::process::id(), u32::from_le_bytes(salt)),
             counter: AtomicU64::new(0),
         }
     }

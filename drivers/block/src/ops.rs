@@ -158,6 +158,12 @@ impl Inner {
 
     fn mount(&self, id: &LayerId, read_only: bool, extra: &[String]) -> Result<()> {
         let img = self.layout.image(id);
+        if read_only && image::needs_recovery(&img, self.fs)? {
+            // A journal to replay (the machine went down while it was mounted read-write):
+            // a read-only device cannot replay it, so mount read-write once first.
+            self.mount(id, false, &[])?;
+            mountinfo::unmount(&self.layout.mnt(id), &img)?;
+        }
         let dev = loopdev::attach(&img, read_only, id.as_str())?;
         let data = mountinfo::option_string(image::fs_options(self.fs), extra);
         // On failure, dropping `dev` closes its only user and autoclear detaches it.

@@ -403,3 +403,34 @@ fn child_of_a_mounted_writable_layer() {
     });
     t.assert_clean();
 }
+
+/// An image whose journal needs replaying (as after a power cut while it was mounted
+/// read-write; made here by copying the image of a mounted layer) still mounts read-only: the
+/// driver replays the journal through one read-write mount first.
+#[test]
+fn image_with_a_journal_to_replay_mounts_read_only() {
+    need_block!();
+    let t = TestDir::new();
+    let home = t.path().join("block");
+    rt(async {
+        let d = driver(&home, 64 * MIB);
+        let (rw, img) = (id("rw"), id("img"));
+        d.create_rw(&rw, None, &CreateOpts::default())
+            .await
+            .unwrap();
+        d.create(&img, None, &CreateOpts::default()).await.unwrap();
+        let p = d.get(&rw, &MountOpts::default()).await.unwrap();
+        std::fs::write(p.join("journaled"), b"data").unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        rustix::fs::syncfs(&f).unwrap();
+        drop(f);
+        // The copy of a mounted ext4 image has needs_recovery set.
+        let dst = home.join("img/image");
+        std::fs::copy(home.join("rw/image"), &dst).unwrap();
+        d.put(&rw).await.unwrap();
+        let pi = d.get(&img, &MountOpts::default()).await.unwrap();
+        assert_eq!(std::fs::read(pi.join("journaled")).unwrap(), b"data");
+        d.put(&img).await.unwrap();
+    });
+    t.assert_clean();
+}
