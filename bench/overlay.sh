@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark: the overlay driver (drivers/overlay/examples/bench.rs) on a fresh journaled ext4
+# Benchmark: the overlay driver (drivers/overlay/examples/overlay_bench.rs) on a fresh journaled ext4
 # made on a loop device (never the machine's root fs): the lifecycle cycle on a 10-layer chain
 # against the dir driver, native against naive diff, and mount time of deep chains.
 #
@@ -7,8 +7,8 @@
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "bench/overlay.sh: needs root (loop device, mount)" >&2; exit 1; }
 cd "$(dirname "$0")/.."
-cargo build --release -q -p strata-driver-overlay --example bench
-bench=$PWD/target/release/examples/bench
+cargo build --release -q -p strata-driver-overlay --example overlay_bench
+bench=$PWD/target/release/examples/overlay_bench
 
 work=$(mktemp -d /tmp/strata-bench-overlay.XXXXXX)
 mnt=$work/mnt

@@ -26,6 +26,7 @@ mod error;
 pub mod fsutil;
 mod id;
 pub mod naive;
+pub mod size;
 pub mod stream;
 mod types;
 

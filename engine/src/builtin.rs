@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use strata_driver_api::{Driver, Error, Result};
+use strata_driver_block::BlockDriver;
 use strata_driver_dir::DirDriver;
 use strata_driver_overlay::OverlayDriver;
 
@@ -11,7 +12,7 @@ use crate::registry::{DriverFactory, DriverSource};
 
 /// Every built-in driver this build has.
 pub(crate) fn factories() -> Vec<DriverFactory> {
-    vec![overlay(), dir()]
+    vec![overlay(), dir(), block()]
 }
 
 fn dir() -> DriverFactory {
@@ -55,6 +56,21 @@ fn overlay() -> DriverFactory {
         |config| trial_overlay(config).unwrap_or_default(),
         |home, config| {
             let driver = OverlayDriver::new(home, config.drivers.overlay.clone())?;
+            Ok(Arc::new(driver) as Arc<dyn Driver>)
+        },
+    )
+}
+
+/// The block driver: used only when named (never by `auto`, see `select`). Its capabilities do
+/// not depend on the config, so no trial driver is made for them.
+fn block() -> DriverFactory {
+    DriverFactory::new(
+        strata_driver_block::NAME,
+        DriverSource::Builtin,
+        |config| strata_driver_block::probe_config(&config.drivers.block),
+        |_| strata_driver_block::capabilities(),
+        |home, config| {
+            let driver = BlockDriver::new(home, config.drivers.block.clone())?;
             Ok(Arc::new(driver) as Arc<dyn Driver>)
         },
     )

@@ -12,19 +12,16 @@
 //! tests drive.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use strata_driver_api::{Error, ErrorKind, Result};
 
-use crate::size::parse_size;
-
 /// The driver name that asks the engine to choose (see [`crate::select`]).
 pub const AUTO: &str = "auto";
 
 /// The size of a block driver's image when the config does not say: 10 GiB (sparse).
-pub const DEFAULT_BLOCK_SIZE: u64 = 10 << 30;
+pub const DEFAULT_BLOCK_SIZE: u64 = strata_driver_block::DEFAULT_SIZE;
 
 /// A complete, validated configuration: what [`Engine::open`](crate::Engine::open) takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,37 +62,9 @@ pub use strata_driver_dir::{Config as DirConfig, MountMode as DirMountMode};
 /// `[drivers.overlay]`: kernel overlayfs; the driver's own config type.
 pub use strata_driver_overlay::{Config as OverlayConfig, MountApi as OverlayMountApi};
 
-/// `[drivers.block]`: filesystem images on loop devices.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BlockConfig {
-    /// Size of each layer's (sparse) image in bytes; written as `"10G"`, `"512M"`, ...
-    #[serde(default = "default_block_size", deserialize_with = "de_size")]
-    pub size: u64,
-    /// The filesystem inside the images.
-    #[serde(default)]
-    pub fs: BlockFs,
-}
-
-impl Default for BlockConfig {
-    fn default() -> BlockConfig {
-        BlockConfig {
-            size: DEFAULT_BLOCK_SIZE,
-            fs: BlockFs::default(),
-        }
-    }
-}
-
-/// `[drivers.block] fs`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BlockFs {
-    /// ext4 (the default).
-    #[default]
-    Ext4,
-    /// xfs.
-    Xfs,
-}
+/// `[drivers.block]`: filesystem images on loop devices; the driver's own config type, so its
+/// keys are checked by the driver's definition and nowhere else.
+pub use strata_driver_block::{Config as BlockConfig, Fs as BlockFs};
 
 /// One `[[plugins]]` entry.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -412,30 +381,6 @@ fn describe(key: &str, message: &str) -> String {
     } else {
         format!("`{key}`: {message}")
     }
-}
-
-fn default_block_size() -> u64 {
-    DEFAULT_BLOCK_SIZE
-}
-
-fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
-    struct V;
-    impl serde::de::Visitor<'_> for V {
-        type Value = u64;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a size such as \"10G\" or a number of bytes")
-        }
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<u64, E> {
-            parse_size(v).map_err(|e| E::custom(e.message()))
-        }
-        fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<u64, E> {
-            u64::try_from(v).map_err(|_| E::custom("a size cannot be negative"))
-        }
-        fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<u64, E> {
-            Ok(v)
-        }
-    }
-    d.deserialize_any(V)
 }
 
 fn de_options<'de, D: serde::Deserializer<'de>>(

@@ -349,11 +349,18 @@ async fn lock(lock: &LockFile, exclusive: bool) -> Result<LockGuard> {
 /// driver whose records already hold layers under the root wins, as selection rules say.
 fn choose(config: &Config, registry: &Registry, prior_data: bool) -> Result<Selection> {
     let registered = registry.names();
-    let planned: Vec<&str> = PLANNED
-        .iter()
-        .copied()
-        .filter(|n| registry.get(n).is_none())
-        .collect();
+    // Drivers this engine cannot run but may find data of: the planned ones, and any other
+    // whose records sit under the root (a plugin no longer configured, say), so that `auto`
+    // refuses to start over them instead of switching drivers silently.
+    let found = if prior_data {
+        drivers_with_records(&config.root)
+    } else {
+        Vec::new()
+    };
+    let mut planned: Vec<&str> = PLANNED.to_vec();
+    planned.extend(found.iter().map(String::as_str));
+    planned.retain(|n| registry.get(n).is_none());
+    planned.dedup();
     let probe = |name: &str| match registry.get(name) {
         Some(f) => f.probe(config).map_err(|e| e.to_string()),
         None => Err("not registered".to_string()),
@@ -367,6 +374,21 @@ fn choose(config: &Config, registry: &Registry, prior_data: bool) -> Result<Sele
         probe: &probe,
         holds_layers: &holds,
     })
+}
+
+/// The names `<name>` of the `<root>/<name>-layers` directories (the engine's records of a
+/// driver), whatever driver they belong to.
+fn drivers_with_records(root: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|n| n.strip_suffix("-layers").map(str::to_string))
+        .filter(|n| !n.is_empty())
+        .collect();
+    names.sort();
+    names
 }
 
 pub(crate) fn not_found(id: &LayerId) -> Error {

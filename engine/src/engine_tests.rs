@@ -488,7 +488,8 @@ async fn auto_selection_at_open() {
     assert_eq!(e.selection().name, "dir");
     assert_eq!(e.info().await.unwrap().driver, "dir");
     e.create(create("a", None, false)).await.unwrap();
-    // Prior layers of a driver this build lacks (block, planned): refuse rather than switch.
+    // Prior layers of a driver this engine lacks (block, not in this registry): refuse rather
+    // than switch.
     std::fs::create_dir_all(f.tmp.path().join("root/block-layers")).unwrap();
     std::fs::write(f.tmp.path().join("root/block-layers/x.json"), b"{}").unwrap();
     let err = Engine::open_with(config.clone(), testing::registry("dir", &knobs))

@@ -232,6 +232,14 @@ impl Engine {
         self.inner.driver.changes(id, base.as_ref()).await
     }
 
+    /// The driver's facts about one layer, for inspection: its paths and, for drivers that
+    /// hand out mount specs (block), the image, filesystem type, read-only flag and options.
+    pub async fn metadata(&self, id: &LayerId) -> Result<Vec<(String, String)>> {
+        let _lock = self.layers_lock(false).await?;
+        usable(&self.load_records().await?, id)?;
+        self.inner.driver.metadata(id).await
+    }
+
     /// The base to diff `id` against: `parent` if given (it must exist), else the recorded one.
     async fn base(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Option<LayerId>> {
         let records = self.load_records().await?;

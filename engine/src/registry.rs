@@ -17,7 +17,7 @@ use crate::config::Config;
 
 /// Drivers strata knows of that this build does not have yet: named in errors and in
 /// `strata drivers`, and recognised as prior data under a root.
-pub const PLANNED: &[&str] = &["block"];
+pub const PLANNED: &[&str] = &[];
 
 /// Where a driver comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -274,7 +274,7 @@ mod tests {
         });
         let infos = r.infos(&c);
         let names: Vec<_> = infos.iter().map(|i| i.name.as_str()).collect();
-        assert_eq!(names, ["good", "overlay", "block", "strata_driver_vfs"]);
+        assert_eq!(names, ["good", "overlay", "strata_driver_vfs"]);
         assert!(infos[0].supported && infos[0].reason.is_none());
         assert_eq!(
             infos[0].capabilities.as_ref().map(|c| c.rootless),
@@ -282,9 +282,8 @@ mod tests {
         );
         assert!(!infos[1].supported && infos[1].capabilities.is_none());
         assert!(infos[1].reason.is_some());
+        assert_eq!(infos[2].source, DriverSource::Plugin);
         assert!(!infos[2].supported);
-        assert_eq!(infos[3].source, DriverSource::Plugin);
-        assert!(!infos[3].supported);
 
         let json = serde_json::to_value(&infos[0]).unwrap();
         let mut keys: Vec<_> = json.as_object().unwrap().keys().cloned().collect();
@@ -294,6 +293,6 @@ mod tests {
             ["capabilities", "name", "reason", "source", "supported"]
         );
         assert_eq!(json["source"], "builtin");
-        assert_eq!(serde_json::to_value(&infos[3]).unwrap()["source"], "plugin");
+        assert_eq!(serde_json::to_value(&infos[2]).unwrap()["source"], "plugin");
     }
 }

@@ -499,7 +499,7 @@ fn user_errors_are_one_line() {
     s.fail(&["create", "--parent", "nope"]);
     s.fail(&["import", "/no/such/file.tar"]);
     s.fail(&["--driver", "zfs", "ls"]);
-    s.fail(&["--driver", "block", "ls"]); // planned, not built yet
+    s.fail(&["--driver", "nosuch", "ls"]);
 }
 
 #[test]

@@ -91,6 +91,13 @@ pub enum Command {
         #[arg(long, value_name = "ID")]
         parent: Option<String>,
     },
+    /// Show the driver's facts about a layer ("Key: value" lines): its paths, and for the
+    /// block driver the mount spec (Image, FsType, ReadOnly, Options) a VM runtime needs.
+    #[command(alias = "inspect")]
+    Metadata {
+        /// The layer.
+        id: String,
+    },
     /// Mount the layer's merged view and print its path (it stays mounted until umount).
     Mount {
         /// The layer.

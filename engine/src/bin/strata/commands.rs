@@ -108,6 +108,22 @@ pub async fn run(cli: Cli) -> Result<()> {
                 Ok(())
             })
         }
+        Command::Metadata { id } => {
+            let pairs = engine.metadata(&LayerId::new(id)?).await?;
+            print(|out| {
+                if json {
+                    let map: serde_json::Map<String, serde_json::Value> = pairs
+                        .iter()
+                        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                        .collect();
+                    return output::json(out, &map);
+                }
+                for (k, v) in &pairs {
+                    writeln!(out, "{k}: {v}")?;
+                }
+                Ok(())
+            })
+        }
         Command::Mount { id } => {
             let path = engine.mount(&LayerId::new(id)?).await?.keep();
             print(|out| writeln!(out, "{}", path.display()))
