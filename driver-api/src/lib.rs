@@ -16,9 +16,12 @@
 //!   layer root with in-root path resolution, writing deterministic tars, and whiteout formats.
 //! - [`naive`]: comparing two trees into [`Change`]s, exporting changes as a tar, measuring them.
 //! - [`fsutil`]: reading trees through directory file descriptors, never following a symlink.
+//! - [`abi`]: the plugin ABI (a versioned C ABI) and [`export_driver!`], which makes a
+//!   loadable plugin of a driver in one line.
 //! - [`stream`]: the bridge between the async [`TarStream`] at the trait and the one blocking
 //!   task per operation that does the file work.
 
+pub mod abi;
 pub mod archive;
 mod driver;
 mod error;
