@@ -31,6 +31,9 @@ pub mod naive;
 pub mod stream;
 mod types;
 
+/// The attribute that implements [`Driver`]'s async methods, re-exported so that a plugin can
+/// depend on this crate alone.
+pub use async_trait::async_trait;
 pub use driver::Driver;
 pub use error::{Error, ErrorKind, Result};
 pub use id::LayerId;

@@ -524,6 +524,9 @@ impl PluginDriver {
 /// that failed midway is a read error, never a short tar that looks whole.
 struct DiffReader {
     rx: pipe::Receiver,
+    /// The first bytes, read before `diff` returned.
+    head: Vec<u8>,
+    pos: usize,
     call: Option<JoinHandle<Result<()>>>,
 }
 
@@ -534,6 +537,12 @@ impl AsyncRead for DiffReader {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.pos < this.head.len() {
+            let n = buf.remaining().min(this.head.len() - this.pos);
+            buf.put_slice(&this.head[this.pos..this.pos + n]);
+            this.pos += n;
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.rx).poll_read(cx, buf))?;
         if buf.filled().len() > before || buf.remaining() == 0 {
@@ -700,20 +709,33 @@ impl Driver for PluginDriver {
             })
         });
         // Errors before the first byte (a missing layer, a failed mount) come from `diff`
-        // itself, as from an in-process driver: wait for data or for the call to end.
+        // itself, as from an in-process driver: wait for the first bytes, or for the end of
+        // the stream and then the call's status.
         let mut call = call;
-        let call = tokio::select! {
-            biased;
-            outcome = &mut call => {
-                outcome.map_err(|e| plugin_error(format!("the diff call failed: {e}")))??;
-                None
+        let mut head = vec![0u8; 64 * 1024];
+        loop {
+            tokio::select! {
+                biased;
+                outcome = &mut call => {
+                    outcome.map_err(|e| plugin_error(format!("the diff call failed: {e}")))??;
+                    // Done and whole: what it wrote is all in the pipe.
+                    return Ok(Box::pin(DiffReader { rx, head: Vec::new(), pos: 0, call: None }));
+                }
+                ready = rx.readable() => {
+                    ready.map_err(|e| Error::io("diff pipe", e))?;
+                    match rx.try_read(&mut head) {
+                        Ok(0) => continue, // the plugin closed its end: its status follows
+                        Ok(n) => {
+                            head.truncate(n);
+                            let call = Some(call);
+                            return Ok(Box::pin(DiffReader { rx, head, pos: 0, call }));
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        Err(e) => return Err(Error::io("diff pipe", e)),
+                    }
+                }
             }
-            ready = rx.readable() => {
-                ready.map_err(|e| Error::io("diff pipe", e))?;
-                Some(call)
-            }
-        };
-        Ok(Box::pin(DiffReader { rx, call }))
+        }
     }
 
     async fn apply_diff(
