@@ -10,28 +10,30 @@ use strata_engine::config::{Environment, PluginConfig};
 use strata_engine::plugin::{self, PluginDriver, PluginSpec};
 use strata_engine::{Config, DriverSource, Engine};
 
-const LIB: &str = "libstrata_vfs_plugin.so";
+/// A workspace cdylib's `.so`. `cargo test` builds the dev-dependencies' cdylibs next to this
+/// test binary; when one is not there (a test binary run on its own), cargo builds it.
+fn cdylib(package: &str) -> PathBuf {
+    let file = format!("lib{}.so", package.replace('-', "_"));
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let deps = exe.parent().expect("the deps directory");
+    let beside = deps.join(&file);
+    if beside.exists() {
+        return beside;
+    }
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "-p", package])
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build -p {package} failed");
+    let up = deps.parent().expect("the profile directory").join(&file);
+    assert!(up.exists(), "{} was not built", up.display());
+    up
+}
 
-/// The plugin's `.so`. `cargo test` builds it next to this test binary (it is a
-/// dev-dependency); when it is not there (a test binary run on its own), cargo builds it.
+/// The vfs plugin's `.so`.
 fn library() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let exe = std::env::current_exe().expect("the test binary's path");
-        let deps = exe.parent().expect("the deps directory");
-        let beside = deps.join(LIB);
-        if beside.exists() {
-            return beside;
-        }
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", "strata-vfs-plugin"])
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "cargo build -p strata-vfs-plugin failed");
-        let up = deps.parent().expect("the profile directory").join(LIB);
-        assert!(up.exists(), "{} was not built", up.display());
-        up
-    })
+    PATH.get_or_init(|| cdylib("strata-vfs-plugin"))
 }
 
 fn spec() -> PluginSpec {
@@ -74,6 +76,30 @@ fn a_library_without_the_entry_symbol_is_refused() {
     let err = plugin::load(Path::new(libc)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Plugin, "{err}");
     assert!(err.to_string().contains("strata_driver_v1"), "{err}");
+}
+
+#[test]
+fn a_library_for_another_abi_major_is_refused_naming_it() {
+    let err = plugin::load(&cdylib("strata-fixture-abi-v2")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Plugin, "{err}");
+    assert!(err.to_string().contains("ABI 2"), "{err}");
+    eprintln!("{err}");
+}
+
+#[test]
+fn a_descriptor_of_abi_major_999_is_refused_naming_it() {
+    let err = plugin::load(&cdylib("strata-fixture-abi-999")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Plugin, "{err}");
+    assert!(err.to_string().contains("ABI 999"), "{err}");
+    eprintln!("{err}");
+}
+
+#[test]
+fn a_descriptor_with_the_wrong_magic_is_refused() {
+    let err = plugin::load(&cdylib("strata-fixture-bad-magic")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Plugin, "{err}");
+    assert!(err.to_string().contains("magic"), "{err}");
+    eprintln!("{err}");
 }
 
 #[test]

@@ -38,4 +38,6 @@ pub use driver::Driver;
 pub use error::{Error, ErrorKind, Result};
 pub use id::LayerId;
 pub use stream::TarStream;
+/// `tracing`, re-exported so that a plugin logs through the same crate the ABI forwards from.
+pub use tracing;
 pub use types::{Capabilities, Change, ChangeKind, CreateOpts, MountOpts};

@@ -163,6 +163,12 @@ impl VfsDriver {
                 }
                 std::fs::rename(&tmp, &dir).map_err(|e| Error::os("rename", &dir, e))
             });
+            match &made {
+                Ok(()) => strata_driver_api::tracing::debug!(layer = %id, "vfs: created"),
+                Err(e) => {
+                    strata_driver_api::tracing::debug!(layer = %id, "vfs: create failed: {e}")
+                }
+            }
             if made.is_err() && tmp.exists() {
                 // The error that matters is the first; a leftover is swept at the next start.
                 let _ = std::fs::remove_dir_all(&tmp);
