@@ -78,7 +78,8 @@ pub fn load(path: &Path) -> Result<PluginSpec> {
     // SAFETY: calling a v1 entry symbol: no arguments, returns a 'static descriptor.
     let desc = unsafe { entry() };
     // SAFETY: the descriptor is the never-unloaded library's static data.
-    let spec = unsafe { PluginSpec::validate(desc) }.map_err(|e| e.context(path.display()))?;
+    let spec = unsafe { PluginSpec::validate(desc) }
+        .map_err(|e| e.context(format!("plugin {}", path.display())))?;
     loaded.insert(canonical, spec.clone());
     Ok(spec)
 }

@@ -350,7 +350,10 @@ impl Driver for VfsDriver {
         self.check_exists(id)?;
         self.count(id);
         let marker = self.paths().marker(id);
-        std::fs::write(&marker, b"").map_err(|e| Error::os("write", &marker, e))?;
+        run_blocking(move || {
+            std::fs::write(&marker, b"").map_err(|e| Error::os("write", &marker, e))
+        })
+        .await?;
         *self
             .counts
             .lock()
