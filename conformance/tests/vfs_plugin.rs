@@ -103,6 +103,18 @@ fn a_descriptor_with_the_wrong_magic_is_refused() {
 }
 
 #[test]
+fn a_world_writable_library_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("libstrata_vfs_copy.so");
+    std::fs::copy(library(), &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = plugin::load(&copy).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Plugin, "{err}");
+    assert!(err.to_string().contains("world-writable"), "{err}");
+}
+
+#[test]
 fn a_file_that_is_no_library_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let fake = tmp.path().join("libfake.so");
