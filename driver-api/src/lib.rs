@@ -16,9 +16,12 @@
 //!   layer root with in-root path resolution, writing deterministic tars, and whiteout formats.
 //! - [`naive`]: comparing two trees into [`Change`]s, exporting changes as a tar, measuring them.
 //! - [`fsutil`]: reading trees through directory file descriptors, never following a symlink.
+//! - [`abi`]: the plugin ABI (a versioned C ABI) and [`export_driver!`], which makes a
+//!   loadable plugin of a driver in one line.
 //! - [`stream`]: the bridge between the async [`TarStream`] at the trait and the one blocking
 //!   task per operation that does the file work.
 
+pub mod abi;
 pub mod archive;
 pub mod atomic;
 mod driver;
@@ -30,8 +33,13 @@ pub mod size;
 pub mod stream;
 mod types;
 
+/// The attribute that implements [`Driver`]'s async methods, re-exported so that a plugin can
+/// depend on this crate alone.
+pub use async_trait::async_trait;
 pub use driver::Driver;
 pub use error::{Error, ErrorKind, Result};
 pub use id::LayerId;
 pub use stream::TarStream;
+/// `tracing`, re-exported so that a plugin logs through the same crate the ABI forwards from.
+pub use tracing;
 pub use types::{Capabilities, Change, ChangeKind, CreateOpts, MountOpts};

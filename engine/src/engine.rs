@@ -89,9 +89,12 @@ impl StandaloneDriver {
 }
 
 impl Engine {
-    /// Opens the engine with the built-in drivers.
+    /// Opens the engine with the built-in drivers and the config's plugins (a plugin that
+    /// cannot be loaded is an error).
     pub async fn open(config: Config) -> Result<Engine> {
-        Engine::open_with(config, Registry::builtin()).await
+        let mut registry = Registry::builtin();
+        registry.add_plugins(&config, true)?;
+        Engine::open_with(config, registry).await
     }
 
     /// Opens the engine, choosing among the drivers of `registry`: selects the driver,
@@ -146,9 +149,13 @@ impl Engine {
         })
     }
 
-    /// Every driver `config` could use with the built-in drivers, for `strata drivers`.
+    /// Every driver `config` could use, built-in and plugins, for `strata drivers`; a plugin
+    /// that cannot be loaded is listed as unsupported with the reason.
     pub fn drivers(config: &Config) -> Vec<DriverInfo> {
-        Registry::builtin().infos(config)
+        let mut registry = Registry::builtin();
+        // Not strict: failures become entries, never an error.
+        let _ = registry.add_plugins(config, false);
+        registry.infos(config)
     }
 
     /// The driver in use.

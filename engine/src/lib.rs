@@ -7,6 +7,7 @@
 //! - [`Config`]: `strata.toml`, its search path, defaults and overrides;
 //! - [`select`]: which driver, by name, by the data already under the root, or by priority;
 //! - [`Registry`]: the drivers that can be chosen, built-in or brought by an embedder;
+//! - [`plugin`]: the loader of third-party drivers (`[[plugins]]` shared libraries);
 //! - [`Engine`]: layers with records (`<root>/<driver>-layers/<id>.json`), crash recovery,
 //!   cross-process locks and mount refcounts (`<runroot>/<driver>-layers/mounts.json`).
 //!
@@ -38,6 +39,7 @@ mod layers;
 pub mod lock;
 mod mount;
 pub mod mounts;
+pub mod plugin;
 pub mod registry;
 pub mod select;
 pub mod size;

@@ -2,9 +2,9 @@
 //!
 //! A [`DriverFactory`] knows a driver's name and where it comes from, can say whether it works
 //! on this host (`probe`, cheap and without side effects), what it can do (`capabilities`),
-//! and builds an instance over its home directory. Built-in drivers, plugins (once the loader
-//! exists) and drivers an embedding program brings along all take the same shape, so selection
-//! and the CLI treat them alike.
+//! and builds an instance over its home directory. Built-in drivers, plugins (loaded by
+//! [`crate::plugin`]) and drivers an embedding program brings along all take the same shape, so
+//! selection and the CLI treat them alike.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -119,6 +119,8 @@ pub struct DriverInfo {
 #[derive(Clone, Debug, Default)]
 pub struct Registry {
     factories: Vec<DriverFactory>,
+    /// Configured plugins that could not be loaded, for `strata drivers`.
+    failed: Vec<DriverInfo>,
 }
 
 impl Registry {
@@ -160,9 +162,35 @@ impl Registry {
         self.factories.iter().map(|f| f.name()).collect()
     }
 
-    /// Every driver this strata knows of, for `strata drivers`: the registered ones with their
-    /// probe result and capabilities, then the planned ones and the configured plugins, which
-    /// this build cannot run yet.
+    /// Loads the config's `[[plugins]]` and registers their drivers. A library named twice is
+    /// loaded once. With `strict`, the first plugin that cannot be loaded (or whose name is
+    /// taken) is the error; without, it is kept as an unsupported entry of
+    /// [`infos`](Registry::infos) with the reason.
+    pub fn add_plugins(&mut self, config: &Config, strict: bool) -> Result<()> {
+        for entry in crate::plugin::distinct(config) {
+            let mut taken: Vec<&str> = self.names();
+            taken.extend(PLANNED);
+            match crate::plugin::load_entry(entry, &taken) {
+                Ok(spec) => {
+                    let factory = crate::plugin::factory(spec, entry.options.clone());
+                    self.factories.push(factory);
+                }
+                Err(e) if strict => return Err(e),
+                Err(e) => self.failed.push(DriverInfo {
+                    name: plugin_label(&entry.path),
+                    source: DriverSource::Plugin,
+                    supported: false,
+                    reason: Some(e.to_string()),
+                    capabilities: None,
+                }),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every driver this strata knows of, for `strata drivers`: the registered ones (plugins
+    /// included) with their probe result and capabilities, then the planned ones, which this
+    /// build cannot run yet, and the configured plugins that failed to load.
     pub fn infos(&self, config: &Config) -> Vec<DriverInfo> {
         let mut out: Vec<DriverInfo> = self
             .factories
@@ -195,18 +223,7 @@ impl Registry {
                 });
             }
         }
-        for plugin in &config.plugins {
-            out.push(DriverInfo {
-                name: plugin_label(&plugin.path),
-                source: DriverSource::Plugin,
-                supported: false,
-                reason: Some(format!(
-                    "{}: loading plugins is not built into this strata yet",
-                    plugin.path.display()
-                )),
-                capabilities: None,
-            });
-        }
+        out.extend(self.failed.iter().cloned());
         out
     }
 }
@@ -272,6 +289,7 @@ mod tests {
             path: "/usr/lib/libstrata_driver_vfs.so".into(),
             options: Default::default(),
         });
+        r.add_plugins(&c, false).unwrap();
         let infos = r.infos(&c);
         let names: Vec<_> = infos.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["good", "overlay", "strata_driver_vfs"]);
@@ -284,6 +302,17 @@ mod tests {
         assert!(infos[1].reason.is_some());
         assert_eq!(infos[2].source, DriverSource::Plugin);
         assert!(!infos[2].supported);
+        assert!(
+            infos[2]
+                .reason
+                .as_ref()
+                .unwrap()
+                .contains("libstrata_driver_vfs.so")
+        );
+        assert_eq!(
+            r.add_plugins(&c, true).unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
 
         let json = serde_json::to_value(&infos[0]).unwrap();
         let mut keys: Vec<_> = json.as_object().unwrap().keys().cloned().collect();

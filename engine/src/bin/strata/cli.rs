@@ -115,6 +115,10 @@ pub enum Command {
     /// Run the conformance suite against the driver (--driver, or what the config selects):
     /// one line per case and a closing "N passed, N failed, N skipped".
     Conformance {
+        /// Test the driver in this plugin library (built with strata-driver-api's
+        /// export_driver!) instead of a built-in or configured one.
+        #[arg(long, value_name = "PATH")]
+        plugin: Option<PathBuf>,
         /// Run only the cases (or benchmarks) whose name contains TEXT.
         #[arg(long, value_name = "TEXT")]
         filter: Option<String>,

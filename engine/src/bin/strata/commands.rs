@@ -36,13 +36,15 @@ pub async fn run(cli: Cli) -> Result<()> {
         });
     }
     if let Command::Conformance {
+        plugin,
         filter,
         list,
         bench,
         tmpdir,
     } = cli.command
     {
-        return crate::conformance::run(&config, filter, list, bench, tmpdir).await;
+        let plugin = plugin.map(absolute).transpose()?;
+        return crate::conformance::run(&config, plugin, filter, list, bench, tmpdir).await;
     }
     let engine = Engine::open(config).await?;
     match cli.command {

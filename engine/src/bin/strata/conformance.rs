@@ -1,16 +1,20 @@
 //! `strata conformance`: the suite (or graphtest's benchmarks) against one driver.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use strata_conformance::{Options, bench, factory};
-use strata_engine::{Config, Engine, Error, ErrorKind, Registry, Result};
+use strata_engine::plugin::{self, PluginDriver};
+use strata_engine::{Config, Driver, Engine, Error, ErrorKind, Registry, Result};
 
 /// Runs the cases (or the benchmarks) whose name contains `filter` against the driver `config`
 /// selects, each against a fresh instance in its own temporary directory. Prints one line per
 /// case as it finishes and the closing summary; any failed case makes the command fail.
 pub async fn run(
     config: &Config,
+    plugin: Option<PathBuf>,
     filter: Option<String>,
     list: bool,
     bench: bool,
@@ -26,9 +30,24 @@ pub async fn run(
         }
         return Ok(());
     }
-    let driver = Engine::standalone_driver(config, Registry::builtin())?;
-    let name = driver.name().to_string();
-    let factory = factory(move |home| driver.start(home));
+    let (name, factory) = match plugin {
+        Some(path) => {
+            let spec = Arc::new(plugin::load(&path)?);
+            let name = spec.name().to_string();
+            let factory = factory(move |home| {
+                let driver = PluginDriver::new(&spec, home.to_path_buf(), &BTreeMap::new())?;
+                Ok(Arc::new(driver) as Arc<dyn Driver>)
+            });
+            (name, factory)
+        }
+        None => {
+            let mut registry = Registry::builtin();
+            registry.add_plugins(config, true)?;
+            let driver = Engine::standalone_driver(config, registry)?;
+            let name = driver.name().to_string();
+            (name, factory(move |home| driver.start(home)))
+        }
+    };
     let opts = Options {
         filter,
         tmpdir,

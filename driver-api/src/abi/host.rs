@@ -1,0 +1,878 @@
+//! The host side: [`PluginDriver`], the async [`Driver`] over a plugin's vtable.
+//!
+//! [`PluginSpec::validate`] checks a descriptor (magic, ABI major, sizes, name, the functions
+//! ABI 1 requires) and keeps a copy of its vtable; [`PluginDriver::new`] makes an instance over
+//! a home directory. Each call runs on a blocking thread (`spawn_blocking`) while the async
+//! caller waits; tar streams go through pipes, read and written concurrently with the call so
+//! that neither side waits on a full pipe buffer.
+
+use std::collections::BTreeMap;
+use std::ffi::{OsString, c_void};
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::os::fd::{IntoRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::net::unix::pipe;
+use tokio::task::JoinHandle;
+
+use super::status::{self, OK, Status, Wire};
+use super::{
+    ABI_MAJOR, Bytes, BytesSink, CapabilitiesOut, ChangeSink, CreateArgs, Descriptor, ErrorSink,
+    Handle, InitArgs, KeyValue, KvSink, MAGIC, MountArgs, VTable, cap, flags,
+};
+use crate::stream::run_blocking;
+use crate::{
+    Capabilities, Change, ChangeKind, CreateOpts, Driver, Error, ErrorKind, LayerId, MountOpts,
+    Result, TarStream, naive,
+};
+
+/// How large the host asks its pipes to be (best effort): fewer wake-ups per megabyte.
+const PIPE_SIZE: usize = 1 << 20;
+
+/// A validated plugin descriptor: what is needed to make instances of its driver.
+#[derive(Clone)]
+pub struct PluginSpec {
+    name: String,
+    version: String,
+    api_version: String,
+    flags: u64,
+    vtable: VTable,
+}
+
+impl fmt::Debug for PluginSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginSpec")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("api_version", &self.api_version)
+            .field("flags", &self.flags)
+            .finish_non_exhaustive()
+    }
+}
+
+fn plugin_error(msg: impl Into<String>) -> Error {
+    Error::new(ErrorKind::Plugin, msg)
+}
+
+/// Reads text out of a plugin's descriptor.
+///
+/// # Safety
+/// `b` must be null or point to `len` bytes valid for `'static`.
+unsafe fn static_text(b: Bytes, what: &str) -> Result<String> {
+    // SAFETY: the caller promises 'static bytes.
+    let raw = unsafe { b.as_slice() }.ok_or_else(|| plugin_error(format!("no {what}")))?;
+    String::from_utf8(raw.to_vec()).map_err(|_| plugin_error(format!("{what} is not UTF-8")))
+}
+
+/// Whether `name` can be a driver's name: `[A-Za-z0-9][A-Za-z0-9_.-]*`, at most 64 bytes.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 64
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+impl PluginSpec {
+    /// Checks a descriptor returned by a plugin's entry symbol.
+    ///
+    /// Every way it can be wrong is a `Plugin` error that says what: null, the wrong magic
+    /// (not a strata driver), another ABI major (naming both), too small, no vtable, a
+    /// function ABI 1 requires missing, a name that is not a valid driver name.
+    ///
+    /// # Safety
+    /// `desc` must be null or point to memory that stays valid and unchanged for the life of
+    /// the process (a loaded, never unloaded library's static), holding at least the
+    /// descriptor's first 24 bytes and, if those say so, a whole [`Descriptor`].
+    pub unsafe fn validate(desc: *const Descriptor) -> Result<PluginSpec> {
+        if desc.is_null() {
+            return Err(plugin_error("the entry symbol returned no descriptor"));
+        }
+        // SAFETY: the caller promises at least the fixed header is readable; read it field by
+        // field before trusting the size.
+        let (magic, major, size) = unsafe {
+            (
+                std::ptr::addr_of!((*desc).magic).read(),
+                std::ptr::addr_of!((*desc).abi_major).read(),
+                std::ptr::addr_of!((*desc).size).read(),
+            )
+        };
+        if magic != MAGIC {
+            return Err(plugin_error(format!(
+                "not a strata driver: descriptor magic {magic:#018x}, expected {MAGIC:#018x}"
+            )));
+        }
+        if major != ABI_MAJOR {
+            return Err(plugin_error(format!(
+                "built for strata driver ABI {major}, but this strata speaks ABI {ABI_MAJOR}"
+            )));
+        }
+        if size < size_of::<Descriptor>() {
+            return Err(plugin_error(format!(
+                "descriptor of {size} bytes is smaller than ABI {ABI_MAJOR}'s {}",
+                size_of::<Descriptor>()
+            )));
+        }
+        // SAFETY: the size says the whole v1 descriptor is there.
+        let d = unsafe { &*desc };
+        // SAFETY: descriptor strings are the plugin's 'static data.
+        let name = unsafe { static_text(d.name, "driver name")? };
+        if !valid_name(&name) {
+            return Err(plugin_error(format!("invalid driver name {name:?}")));
+        }
+        // SAFETY: as above.
+        let version = unsafe { static_text(d.plugin_version, "plugin version")? };
+        // SAFETY: as above.
+        let api_version = unsafe { static_text(d.api_version, "api version")? };
+        if d.vtable.is_null() {
+            return Err(plugin_error(format!("plugin {name} has no vtable")));
+        }
+        // SAFETY: non-null, the plugin's 'static vtable; its first field is its size.
+        let vt_size = unsafe { std::ptr::addr_of!((*d.vtable).size).read() };
+        let vtable = copy_vtable(d.vtable, vt_size);
+        let required: [(&str, bool); 12] = [
+            ("init", vtable.init.is_some()),
+            ("destroy", vtable.destroy.is_some()),
+            ("capabilities", vtable.capabilities.is_some()),
+            ("status", vtable.status.is_some()),
+            ("create", vtable.create.is_some()),
+            ("remove", vtable.remove.is_some()),
+            ("get", vtable.get.is_some()),
+            ("put", vtable.put.is_some()),
+            ("is_mounted", vtable.is_mounted.is_some()),
+            ("exists", vtable.exists.is_some()),
+            ("metadata", vtable.metadata.is_some()),
+            ("cleanup", vtable.cleanup.is_some()),
+        ];
+        if let Some((missing, _)) = required.iter().find(|(_, present)| !present) {
+            return Err(plugin_error(format!(
+                "plugin {name} lacks the function {missing}, which ABI {ABI_MAJOR} requires"
+            )));
+        }
+        Ok(PluginSpec {
+            name,
+            version,
+            api_version,
+            flags: d.flags,
+            vtable,
+        })
+    }
+
+    /// The driver's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The plugin's own version.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The strata-driver-api version the plugin was built with.
+    pub fn api_version(&self) -> &str {
+        &self.api_version
+    }
+
+    /// Whether the plugin catches its panics (built with `panic = "unwind"`).
+    pub fn contains_panics(&self) -> bool {
+        self.flags & flags::PANIC_UNWIND != 0
+    }
+}
+
+/// Copies the first `size` bytes of a plugin's vtable over one whose functions are all
+/// absent: a smaller (older) vtable leaves the newer functions `None`, a larger (newer) one's
+/// extra functions are not read.
+fn copy_vtable(src: *const VTable, size: usize) -> VTable {
+    let mut vt = VTable {
+        size: 0,
+        init: None,
+        destroy: None,
+        capabilities: None,
+        status: None,
+        create: None,
+        remove: None,
+        get: None,
+        put: None,
+        is_mounted: None,
+        exists: None,
+        metadata: None,
+        cleanup: None,
+        diff: None,
+        apply_diff: None,
+        changes: None,
+        diff_size: None,
+    };
+    let n = size.min(size_of::<VTable>());
+    // SAFETY: `src` is the plugin's 'static vtable of at least `size` bytes; we copy at most
+    // `n <= size` bytes into a local of `size_of::<VTable>() >= n` bytes. Every field is a
+    // pointer-sized `Option<extern fn>` (or the size), for which any bit pattern a C compiler
+    // or rustc puts there (null or a function address) is valid.
+    unsafe {
+        std::ptr::copy_nonoverlapping(src as *const u8, (&raw mut vt) as *mut u8, n);
+    }
+    vt.size = size;
+    vt
+}
+
+/// One live instance: the plugin's handle and the functions to call on it.
+struct Instance {
+    vt: VTable,
+    handle: Handle,
+}
+
+// SAFETY: ABI 1 requires every function of a plugin to be callable concurrently on one handle
+// from any thread (export_driver! enforces `Send + Sync` on the driver type); the handle is
+// only an address passed back to those functions.
+unsafe impl Send for Instance {}
+// SAFETY: as above.
+unsafe impl Sync for Instance {}
+
+struct SendHandle(Handle);
+// SAFETY: see `Instance`: the handle may be used from any thread.
+unsafe impl Send for SendHandle {}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let Some(destroy) = self.vt.destroy else {
+            return;
+        };
+        let h = SendHandle(self.handle);
+        // On a thread of its own, outside any async context: the plugin shuts its runtime
+        // down, which must be allowed to block. No call is in flight: each holds an Arc.
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let h = h;
+                // SAFETY: the handle came from this vtable's init and is destroyed once.
+                unsafe { destroy(h.0) }
+            });
+        });
+    }
+}
+
+extern "C" fn set_error(ctx: *mut c_void, status: Status, errno: i32, message: Bytes) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: ctx is the `Option<Wire>` `invoke` passed, alive for the call; the bytes are
+        // valid for this call.
+        let (slot, msg) = unsafe { (&mut *(ctx as *mut Option<Wire>), message.as_slice()) };
+        *slot = Some(Wire {
+            status,
+            errno,
+            message: String::from_utf8_lossy(msg.unwrap_or_default()).into_owned(),
+        });
+    }));
+}
+
+extern "C" fn push_bytes(ctx: *mut c_void, data: Bytes) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: ctx is the `Vec<u8>` the caller passed, alive for the call.
+        let (out, data) = unsafe { (&mut *(ctx as *mut Vec<u8>), data.as_slice()) };
+        out.extend_from_slice(data.unwrap_or_default());
+    }));
+}
+
+extern "C" fn push_pair(ctx: *mut c_void, key: Bytes, value: Bytes) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: ctx is the pairs vector the caller passed, alive for the call.
+        let (out, k, v) = unsafe {
+            (
+                &mut *(ctx as *mut Vec<(String, String)>),
+                key.as_slice(),
+                value.as_slice(),
+            )
+        };
+        out.push((
+            String::from_utf8_lossy(k.unwrap_or_default()).into_owned(),
+            String::from_utf8_lossy(v.unwrap_or_default()).into_owned(),
+        ));
+    }));
+}
+
+extern "C" fn push_change(ctx: *mut c_void, kind: u8, path: Bytes) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: ctx is the `Vec<Option<Change>>` the caller passed, alive for the call.
+        let (out, p) = unsafe { (&mut *(ctx as *mut Vec<Option<Change>>), path.as_slice()) };
+        let kind = match kind {
+            0 => Some(ChangeKind::Modify),
+            1 => Some(ChangeKind::Add),
+            2 => Some(ChangeKind::Delete),
+            _ => None,
+        };
+        let path = PathBuf::from(OsString::from_vec(p.unwrap_or_default().to_vec()));
+        // An unknown kind is kept as None and refused after the call.
+        out.push(kind.map(|kind| Change { path, kind }));
+    }));
+}
+
+/// Calls a plugin function with an error sink and turns its status into a result.
+fn invoke(call: &str, f: impl FnOnce(*const ErrorSink) -> Status) -> Result<()> {
+    let mut slot: Option<Wire> = None;
+    let sink = ErrorSink {
+        ctx: (&raw mut slot) as *mut c_void,
+        set: set_error,
+    };
+    let st = f(&sink);
+    if st == OK {
+        Ok(())
+    } else {
+        Err(status::decode(st, slot, call))
+    }
+}
+
+fn absent(call: &str) -> Error {
+    Error::new(
+        ErrorKind::NotSupported,
+        format!("the plugin has no {call} function"),
+    )
+}
+
+fn id_bytes(id: &str) -> Bytes {
+    Bytes::new(id.as_bytes())
+}
+
+fn parent_bytes(parent: &Option<String>) -> Bytes {
+    Bytes::opt(parent.as_deref().map(str::as_bytes))
+}
+
+fn kv_array(map: &BTreeMap<String, String>) -> Vec<KeyValue> {
+    map.iter()
+        .map(|(k, v)| KeyValue {
+            key: Bytes::new(k.as_bytes()),
+            value: Bytes::new(v.as_bytes()),
+        })
+        .collect()
+}
+
+fn caps_from_abi(c: CapabilitiesOut) -> Capabilities {
+    let on = |b: u64| c.bits & b != 0;
+    Capabilities {
+        native_diff: on(cap::NATIVE_DIFF),
+        needs_root: on(cap::NEEDS_ROOT),
+        rootless: on(cap::ROOTLESS),
+        max_depth: (c.max_depth != 0).then_some(c.max_depth),
+        quota: on(cap::QUOTA),
+        mount_spec: on(cap::MOUNT_SPEC),
+        rename_dir: on(cap::RENAME_DIR),
+        read_only_images: on(cap::READ_ONLY_IMAGES),
+    }
+}
+
+/// A pipe with close-on-exec ends, enlarged where the system allows.
+fn make_pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let (rd, wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| Error::io("pipe", e.into()))?;
+    // Best effort: a smaller pipe works, with more wake-ups.
+    let _ = rustix::pipe::fcntl_setpipe_size(&wr, PIPE_SIZE);
+    Ok((rd, wr))
+}
+
+/// Copies `from` into `to` in pipe-sized pieces (tokio's `copy` moves 8 KiB at a time, which
+/// wakes the plugin's reader a hundred times as often).
+async fn copy_big(from: &mut TarStream, to: &mut pipe::Sender) -> io::Result<u64> {
+    let mut buf = vec![0u8; PIPE_SIZE];
+    let mut total = 0u64;
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(total);
+        }
+        to.write_all(&buf[..n]).await?;
+        total += n as u64;
+    }
+}
+
+/// A storage driver living in a plugin, driven through the ABI.
+pub struct PluginDriver {
+    inner: Arc<Instance>,
+    name: String,
+    caps: Capabilities,
+}
+
+impl fmt::Debug for PluginDriver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginDriver")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PluginDriver {
+    /// Makes an instance of the plugin's driver over `home` with the config's `options`; its
+    /// tracing events go to this process's subscriber.
+    pub fn new(
+        spec: &PluginSpec,
+        home: PathBuf,
+        options: &BTreeMap<String, String>,
+    ) -> Result<PluginDriver> {
+        let init = spec.vtable.init.ok_or_else(|| absent("init"))?;
+        let opts = kv_array(options);
+        let args = InitArgs {
+            size: size_of::<InitArgs>(),
+            home: Bytes::new(home.as_os_str().as_bytes()),
+            options: opts.as_ptr(),
+            options_len: opts.len(),
+            log: Some(super::log::host_log),
+            max_level: super::log::host_max_level(),
+        };
+        let mut handle: Handle = std::ptr::null_mut();
+        invoke("init", |err| {
+            // SAFETY: a validated vtable's init, with arguments alive for the call.
+            unsafe { init(&args, &mut handle, err) }
+        })
+        .map_err(|e| e.context(format!("start plugin driver {}", spec.name)))?;
+        if handle.is_null() {
+            return Err(plugin_error(format!(
+                "plugin {}: init returned no instance",
+                spec.name
+            )));
+        }
+        let inner = Arc::new(Instance {
+            vt: spec.vtable,
+            handle,
+        });
+        let caps_fn = inner
+            .vt
+            .capabilities
+            .ok_or_else(|| absent("capabilities"))?;
+        let mut caps = CapabilitiesOut::default();
+        invoke("capabilities", |err| {
+            // SAFETY: a live handle of this vtable; `caps` outlives the call.
+            unsafe { caps_fn(inner.handle, &mut caps, err) }
+        })?;
+        Ok(PluginDriver {
+            inner,
+            name: spec.name.clone(),
+            caps: caps_from_abi(caps),
+        })
+    }
+
+    /// Runs `f` on a blocking thread with the instance.
+    async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&Instance) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let inst = self.inner.clone();
+        run_blocking(move || f(&inst)).await
+    }
+
+    /// One id in, nothing out (`put`).
+    async fn id_call(&self, call: &'static str, id: &LayerId) -> Result<()> {
+        let f = match call {
+            "put" => self.inner.vt.put,
+            _ => None,
+        }
+        .ok_or_else(|| absent(call))?;
+        let id = id.to_string();
+        self.blocking(move |inst| {
+            invoke(call, |err| {
+                // SAFETY: a live handle of this vtable; arguments alive for the call.
+                unsafe { f(inst.handle, id_bytes(&id), err) }
+            })
+        })
+        .await
+    }
+
+    /// One id in, a yes or no out (`exists`, `is_mounted`).
+    async fn bool_call(&self, call: &'static str, id: &LayerId) -> Result<bool> {
+        let f = match call {
+            "exists" => self.inner.vt.exists,
+            _ => self.inner.vt.is_mounted,
+        }
+        .ok_or_else(|| absent(call))?;
+        let id = id.to_string();
+        self.blocking(move |inst| {
+            let mut out = 0u8;
+            invoke(call, |err| {
+                // SAFETY: a live handle of this vtable; arguments alive for the call.
+                unsafe { f(inst.handle, id_bytes(&id), &mut out, err) }
+            })?;
+            Ok(out != 0)
+        })
+        .await
+    }
+
+    async fn create_call(
+        &self,
+        rw: bool,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        opts: &CreateOpts,
+    ) -> Result<()> {
+        let f = self.inner.vt.create.ok_or_else(|| absent("create"))?;
+        let (id, parent) = (id.to_string(), parent.map(LayerId::to_string));
+        let opts = opts.clone();
+        self.blocking(move |inst| {
+            let kvs = kv_array(&opts.storage_opts);
+            let args = CreateArgs {
+                read_write: u8::from(rw),
+                has_size: u8::from(opts.size.is_some()),
+                size: opts.size.unwrap_or(0),
+                storage_opts: kvs.as_ptr(),
+                storage_opts_len: kvs.len(),
+            };
+            invoke("create", |err| {
+                // SAFETY: a live handle of this vtable; arguments alive for the call.
+                unsafe {
+                    f(
+                        inst.handle,
+                        id_bytes(&id),
+                        parent_bytes(&parent),
+                        &args,
+                        err,
+                    )
+                }
+            })
+        })
+        .await
+    }
+}
+
+/// The read end of `diff`'s pipe: at end of file it waits for the call's status, so a diff
+/// that failed midway is a read error, never a short tar that looks whole.
+struct DiffReader {
+    rx: pipe::Receiver,
+    /// The first bytes, read before `diff` returned.
+    head: Vec<u8>,
+    pos: usize,
+    call: Option<JoinHandle<Result<()>>>,
+}
+
+impl AsyncRead for DiffReader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.pos < this.head.len() {
+            let n = buf.remaining().min(this.head.len() - this.pos);
+            buf.put_slice(&this.head[this.pos..this.pos + n]);
+            this.pos += n;
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.rx).poll_read(cx, buf))?;
+        if buf.filled().len() > before || buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        // End of file: the plugin closed its end. Its status says whether the tar is whole.
+        let Some(call) = this.call.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let outcome = ready!(Pin::new(call).poll(cx));
+        this.call = None;
+        Poll::Ready(match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(io::Error::from(e.context("diff"))),
+            Err(e) => Err(io::Error::other(format!("the diff call failed: {e}"))),
+        })
+    }
+}
+
+#[async_trait]
+impl Driver for PluginDriver {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.caps.clone()
+    }
+
+    fn status(&self) -> Vec<(String, String)> {
+        let Some(f) = self.inner.vt.status else {
+            return Vec::new();
+        };
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        let sink = KvSink {
+            ctx: (&raw mut pairs) as *mut c_void,
+            push: push_pair,
+        };
+        let res = invoke("status", |err| {
+            // SAFETY: a live handle of this vtable; the sink outlives the call.
+            unsafe { f(self.inner.handle, &sink, err) }
+        });
+        match res {
+            Ok(()) => pairs,
+            // The trait's status cannot fail; say what happened where the pairs would be.
+            Err(e) => vec![("plugin error".to_string(), e.to_string())],
+        }
+    }
+
+    async fn create(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        opts: &CreateOpts,
+    ) -> Result<()> {
+        self.create_call(false, id, parent, opts).await
+    }
+
+    async fn create_rw(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        opts: &CreateOpts,
+    ) -> Result<()> {
+        self.create_call(true, id, parent, opts).await
+    }
+
+    async fn remove(&self, id: &LayerId, force: bool) -> Result<()> {
+        let f = self.inner.vt.remove.ok_or_else(|| absent("remove"))?;
+        let id = id.to_string();
+        self.blocking(move |inst| {
+            invoke("remove", |err| {
+                // SAFETY: a live handle of this vtable; arguments alive for the call.
+                unsafe { f(inst.handle, id_bytes(&id), u8::from(force), err) }
+            })
+        })
+        .await
+    }
+
+    async fn get(&self, id: &LayerId, opts: &MountOpts) -> Result<PathBuf> {
+        let f = self.inner.vt.get.ok_or_else(|| absent("get"))?;
+        let id = id.to_string();
+        let opts = opts.clone();
+        self.blocking(move |inst| {
+            let options: Vec<Bytes> = opts.options.iter().map(|o| id_bytes(o)).collect();
+            let args = MountArgs {
+                read_only: u8::from(opts.read_only),
+                options: options.as_ptr(),
+                options_len: options.len(),
+            };
+            let mut path: Vec<u8> = Vec::new();
+            let sink = BytesSink {
+                ctx: (&raw mut path) as *mut c_void,
+                write: push_bytes,
+            };
+            invoke("get", |err| {
+                // SAFETY: a live handle of this vtable; arguments and sink alive for the call.
+                unsafe { f(inst.handle, id_bytes(&id), &args, &sink, err) }
+            })?;
+            if path.is_empty() {
+                return Err(plugin_error(format!("get {id}: the plugin gave no path")));
+            }
+            Ok(PathBuf::from(OsString::from_vec(path)))
+        })
+        .await
+    }
+
+    async fn put(&self, id: &LayerId) -> Result<()> {
+        self.id_call("put", id).await
+    }
+
+    async fn is_mounted(&self, id: &LayerId) -> Result<bool> {
+        self.bool_call("is_mounted", id).await
+    }
+
+    async fn exists(&self, id: &LayerId) -> Result<bool> {
+        self.bool_call("exists", id).await
+    }
+
+    async fn metadata(&self, id: &LayerId) -> Result<Vec<(String, String)>> {
+        let f = self.inner.vt.metadata.ok_or_else(|| absent("metadata"))?;
+        let id = id.to_string();
+        self.blocking(move |inst| {
+            let mut pairs: Vec<(String, String)> = Vec::new();
+            let sink = KvSink {
+                ctx: (&raw mut pairs) as *mut c_void,
+                push: push_pair,
+            };
+            invoke("metadata", |err| {
+                // SAFETY: a live handle of this vtable; arguments and sink alive for the call.
+                unsafe { f(inst.handle, id_bytes(&id), &sink, err) }
+            })?;
+            Ok(pairs)
+        })
+        .await
+    }
+
+    async fn cleanup(&self) -> Result<()> {
+        let f = self.inner.vt.cleanup.ok_or_else(|| absent("cleanup"))?;
+        self.blocking(move |inst| {
+            invoke("cleanup", |err| {
+                // SAFETY: a live handle of this vtable.
+                unsafe { f(inst.handle, err) }
+            })
+        })
+        .await
+    }
+
+    async fn diff(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<TarStream> {
+        let Some(f) = self.inner.vt.diff else {
+            return naive::diff(self, id, parent).await;
+        };
+        let (rd, wr) = make_pipe()?;
+        let rx = pipe::Receiver::from_owned_fd(rd).map_err(|e| Error::io("diff pipe", e))?;
+        let inst = self.inner.clone();
+        let (id, parent) = (id.to_string(), parent.map(LayerId::to_string));
+        let call = tokio::task::spawn_blocking(move || {
+            // The write end is the plugin's from here on: it closes it.
+            let fd = wr.into_raw_fd();
+            invoke("diff", |err| {
+                // SAFETY: a live handle of this vtable; arguments alive for the call; the fd
+                // is handed over.
+                unsafe { f(inst.handle, id_bytes(&id), parent_bytes(&parent), fd, err) }
+            })
+        });
+        // Errors before the first byte (a missing layer, a failed mount) come from `diff`
+        // itself, as from an in-process driver: wait for the first bytes, or for the end of
+        // the stream and then the call's status.
+        let mut call = call;
+        let mut head = vec![0u8; 64 * 1024];
+        loop {
+            tokio::select! {
+                biased;
+                outcome = &mut call => {
+                    outcome.map_err(|e| plugin_error(format!("the diff call failed: {e}")))??;
+                    // Done and whole: what it wrote is all in the pipe.
+                    return Ok(Box::pin(DiffReader { rx, head: Vec::new(), pos: 0, call: None }));
+                }
+                ready = rx.readable() => {
+                    ready.map_err(|e| Error::io("diff pipe", e))?;
+                    match rx.try_read(&mut head) {
+                        Ok(0) => continue, // the plugin closed its end: its status follows
+                        Ok(n) => {
+                            head.truncate(n);
+                            let call = Some(call);
+                            return Ok(Box::pin(DiffReader { rx, head, pos: 0, call }));
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        Err(e) => return Err(Error::io("diff pipe", e)),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn apply_diff(
+        &self,
+        id: &LayerId,
+        parent: Option<&LayerId>,
+        mut diff: TarStream,
+    ) -> Result<u64> {
+        let Some(f) = self.inner.vt.apply_diff else {
+            return naive::apply_diff(self, id, parent, diff).await;
+        };
+        let (rd, wr) = make_pipe()?;
+        let mut tx = pipe::Sender::from_owned_fd(wr).map_err(|e| Error::io("apply pipe", e))?;
+        let inst = self.inner.clone();
+        let (id, parent) = (id.to_string(), parent.map(LayerId::to_string));
+        let mut call = tokio::task::spawn_blocking(move || {
+            // The read end is the plugin's from here on: it closes it.
+            let fd = rd.into_raw_fd();
+            let mut size = 0u64;
+            invoke("apply_diff", |err| {
+                // SAFETY: a live handle of this vtable; arguments alive for the call; the fd
+                // is handed over.
+                unsafe {
+                    f(
+                        inst.handle,
+                        id_bytes(&id),
+                        parent_bytes(&parent),
+                        fd,
+                        &mut size,
+                        err,
+                    )
+                }
+            })?;
+            Ok(size)
+        });
+        // Feed the pipe while the plugin reads it; dropping the sender is its end of file.
+        let copy = async move {
+            let r = copy_big(&mut diff, &mut tx).await;
+            drop(tx);
+            r
+        };
+        tokio::pin!(copy);
+        let (copied, outcome) = tokio::select! {
+            // The plugin is done before the input is: it stopped reading (an error, or the end
+            // of the tar reached before the end of the stream). Stop feeding it.
+            outcome = &mut call => (None, outcome),
+            copied = &mut copy => (Some(copied), (&mut call).await),
+        };
+        let size =
+            outcome.map_err(|e| plugin_error(format!("the apply_diff call failed: {e}")))??;
+        match copied {
+            // The plugin succeeded but the input failed: what it applied may be a truncated
+            // tar that happened to end on an entry boundary.
+            Some(Err(e)) if e.kind() != io::ErrorKind::BrokenPipe => {
+                Err(Error::io("read the layer to apply", e))
+            }
+            _ => Ok(size),
+        }
+    }
+
+    async fn changes(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Vec<Change>> {
+        let Some(f) = self.inner.vt.changes else {
+            return naive::changes(self, id, parent).await;
+        };
+        let (id, parent) = (id.to_string(), parent.map(LayerId::to_string));
+        self.blocking(move |inst| {
+            let mut out: Vec<Option<Change>> = Vec::new();
+            let sink = ChangeSink {
+                ctx: (&raw mut out) as *mut c_void,
+                push: push_change,
+            };
+            invoke("changes", |err| {
+                // SAFETY: a live handle of this vtable; arguments and sink alive for the call.
+                unsafe {
+                    f(
+                        inst.handle,
+                        id_bytes(&id),
+                        parent_bytes(&parent),
+                        &sink,
+                        err,
+                    )
+                }
+            })?;
+            out.into_iter()
+                .map(|c| c.ok_or_else(|| plugin_error("changes: unknown change kind")))
+                .collect()
+        })
+        .await
+    }
+
+    async fn diff_size(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<u64> {
+        let Some(f) = self.inner.vt.diff_size else {
+            return naive::diff_size(self, id, parent).await;
+        };
+        let (id, parent) = (id.to_string(), parent.map(LayerId::to_string));
+        self.blocking(move |inst| {
+            let mut n = 0u64;
+            invoke("diff_size", |err| {
+                // SAFETY: a live handle of this vtable; arguments alive for the call.
+                unsafe {
+                    f(
+                        inst.handle,
+                        id_bytes(&id),
+                        parent_bytes(&parent),
+                        &mut n,
+                        err,
+                    )
+                }
+            })?;
+            Ok(n)
+        })
+        .await
+    }
+}
+
+impl PluginSpec {
+    /// The spec of plugin `P` wrapped in the guest shims in this process, without a shared
+    /// library: the ABI loopback, which drives a driver through every shim and every host
+    /// call exactly as a loaded plugin is driven.
+    pub fn in_process<P: super::guest::Plugin>() -> Result<PluginSpec> {
+        let desc = super::guest::leak_descriptor::<P>();
+        // SAFETY: a descriptor this process just made and leaked: 'static and whole.
+        unsafe { PluginSpec::validate(desc) }
+    }
+}
