@@ -180,13 +180,20 @@ impl VfsDriver {
 
     /// The in-process count of `id`, adopting a view handed out by an earlier process (its
     /// marker is still there) with a count of one.
+    /// The references held on `id` (adopting, with a count of one, a view another process
+    /// left mounted).
     fn count(&self, id: &LayerId) -> u32 {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let c = counts.entry(id.clone()).or_insert(0);
-        if *c == 0 && self.paths().marker(id).exists() {
-            *c = 1;
+        self.adopt(&mut counts, id);
+        counts.get(id).copied().unwrap_or(0)
+    }
+
+    /// Gives `id` a count of one if this instance holds no reference but its marker says it is
+    /// mounted (by an earlier process). Call with the counts locked.
+    fn adopt(&self, counts: &mut HashMap<LayerId, u32>, id: &LayerId) {
+        if !counts.contains_key(id) && self.paths().marker(id).exists() {
+            counts.insert(id.clone(), 1);
         }
-        *c
     }
 
     fn check_exists(&self, id: &LayerId) -> Result<()> {
@@ -348,28 +355,26 @@ impl Driver for VfsDriver {
 
     async fn get(&self, id: &LayerId, _opts: &MountOpts) -> Result<PathBuf> {
         self.check_exists(id)?;
-        self.count(id);
-        let marker = self.paths().marker(id);
-        run_blocking(move || {
-            std::fs::write(&marker, b"").map_err(|e| Error::os("write", &marker, e))
-        })
-        .await?;
-        *self
-            .counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(id.clone())
-            .or_insert(0) += 1;
+        // The count and the marker change together under the lock (the marker is one tiny
+        // file), so a get in flight is never mistaken for another process's mount.
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        self.adopt(&mut counts, id);
+        let c = counts.entry(id.clone()).or_insert(0);
+        if *c == 0 {
+            let marker = self.paths().marker(id);
+            std::fs::write(&marker, b"").map_err(|e| Error::os("write", &marker, e))?;
+        }
+        *c += 1;
         Ok(self.paths().layer(id))
     }
 
     async fn put(&self, id: &LayerId) -> Result<()> {
-        if self.count(id) == 0 {
-            return Ok(());
-        }
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let c = counts.entry(id.clone()).or_insert(1);
-        *c = c.saturating_sub(1);
+        self.adopt(&mut counts, id);
+        let Some(c) = counts.get_mut(id) else {
+            return Ok(());
+        };
+        *c -= 1;
         if *c == 0 {
             counts.remove(id);
             let marker = self.paths().marker(id);
