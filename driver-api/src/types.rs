@@ -40,6 +40,33 @@ pub struct CreateOpts {
     pub storage_opts: BTreeMap<String, String>,
 }
 
+impl CreateOpts {
+    /// Refuses what a driver without per-layer quota and without storage options of its own
+    /// cannot honour, as the trait's contract says: any storage option is `InvalidInput`
+    /// (naming it); a size on an image layer (`writable` false) is `InvalidInput`; a size on a
+    /// writable layer is `NotSupported`.
+    pub fn check_plain(&self, driver: &str, writable: bool) -> crate::Result<()> {
+        use crate::{Error, ErrorKind};
+        if let Some(key) = self.storage_opts.keys().next() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("{driver} driver: unknown storage option {key:?}"),
+            ));
+        }
+        match (self.size, writable) {
+            (None, _) => Ok(()),
+            (Some(_), false) => Err(Error::new(
+                ErrorKind::InvalidInput,
+                "a size applies to writable layers only",
+            )),
+            (Some(_), true) => Err(Error::new(
+                ErrorKind::NotSupported,
+                format!("{driver} driver: no per-layer size quota"),
+            )),
+        }
+    }
+}
+
 /// Options for `get`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MountOpts {
@@ -90,6 +117,30 @@ impl fmt::Display for Change {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_drivers_refuse_size_and_options() {
+        use crate::ErrorKind;
+        assert!(CreateOpts::default().check_plain("x", true).is_ok());
+        let sized = CreateOpts {
+            size: Some(1 << 20),
+            ..CreateOpts::default()
+        };
+        assert_eq!(
+            sized.check_plain("x", false).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            sized.check_plain("x", true).unwrap_err().kind(),
+            ErrorKind::NotSupported
+        );
+        let mut opts = CreateOpts::default();
+        opts.storage_opts.insert("foo".into(), "1".into());
+        assert_eq!(
+            opts.check_plain("x", true).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+    }
 
     #[test]
     fn change_prints_like_docker_diff() {

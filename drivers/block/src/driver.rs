@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use strata_driver_api::{
-    Capabilities, CreateOpts, Driver, Error, ErrorKind, LayerId, MountOpts, Result, TarStream,
-    stream,
+    Capabilities, CreateOpts, Driver, LayerId, MountOpts, Result, TarStream, stream,
 };
 
 use crate::layout::LayerKind;
@@ -30,24 +29,7 @@ impl BlockDriver {
         opts: &CreateOpts,
         kind: LayerKind,
     ) -> Result<()> {
-        if let Some(key) = opts.storage_opts.keys().next() {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!("block driver: unknown storage option {key:?}"),
-            ));
-        }
-        if opts.size.is_some() {
-            return Err(match kind {
-                LayerKind::Image => Error::new(
-                    ErrorKind::InvalidInput,
-                    "a size applies to writable layers only",
-                ),
-                LayerKind::Container => Error::new(
-                    ErrorKind::NotSupported,
-                    "block driver: every layer has the configured size; no per-layer size",
-                ),
-            });
-        }
+        opts.check_plain(NAME, kind == LayerKind::Container)?;
         let (id, parent) = (id.clone(), parent.cloned());
         self.blocking(move |i| i.create(&id, parent.as_ref(), kind).map(|_| ()))
             .await

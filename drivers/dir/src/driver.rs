@@ -30,23 +30,7 @@ impl DirDriver {
         opts: &CreateOpts,
         kind: LayerKind,
     ) -> Result<()> {
-        if let Some(key) = opts.storage_opts.keys().next() {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!("dir driver: unknown storage option {key:?}"),
-            ));
-        }
-        if opts.size.is_some() {
-            return Err(match kind {
-                LayerKind::Image => Error::new(
-                    ErrorKind::InvalidInput,
-                    "a size applies to writable layers only",
-                ),
-                LayerKind::Container => {
-                    Error::new(ErrorKind::NotSupported, "dir driver: no size quota")
-                }
-            });
-        }
+        opts.check_plain(NAME, kind == LayerKind::Container)?;
         let (id, parent) = (id.clone(), parent.cloned());
         self.blocking(move |i| {
             i.mounts.creating(&id, parent.as_ref(), || {

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use strata_driver_api::archive::{self, ApplyOptions, WhiteoutFormat, WhiteoutMode, WriteOptions};
 use strata_driver_api::{
-    Capabilities, Change, CreateOpts, Driver, Error, ErrorKind, LayerId, MountOpts, Result,
-    TarStream, naive, stream,
+    Capabilities, Change, CreateOpts, Driver, Error, LayerId, MountOpts, Result, TarStream, naive,
+    stream,
 };
 
 use crate::layout::LayerKind;
@@ -32,24 +32,7 @@ impl OverlayDriver {
         opts: &CreateOpts,
         kind: LayerKind,
     ) -> Result<()> {
-        if let Some(key) = opts.storage_opts.keys().next() {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!("overlay driver: unknown storage option {key:?}"),
-            ));
-        }
-        if opts.size.is_some() {
-            return Err(match kind {
-                LayerKind::Image => Error::new(
-                    ErrorKind::InvalidInput,
-                    "a size applies to writable layers only",
-                ),
-                LayerKind::Container => Error::new(
-                    ErrorKind::NotSupported,
-                    "overlay driver: no size quota (xfs project quotas are not supported yet)",
-                ),
-            });
-        }
+        opts.check_plain(NAME, kind == LayerKind::Container)?;
         let (id, parent) = (id.clone(), parent.cloned());
         self.blocking(move |i| i.create(&id, parent.as_ref(), kind))
             .await
