@@ -1,16 +1,20 @@
 //! The drivers compiled into this strata, as factories.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use strata_driver_api::{Driver, Error, Result};
+use strata_driver_api::{Capabilities, Driver, Result};
 use strata_driver_block::BlockDriver;
 use strata_driver_dir::DirDriver;
 use strata_driver_overlay::OverlayDriver;
 
 use crate::config::Config;
-use crate::registry::{DriverFactory, DriverSource};
+use crate::registry::{DriverFactory, DriverSource, trial_capabilities};
 
 /// Every built-in driver this build has.
+///
+/// dir and overlay are probed by starting them over a throw-away home: whether they start
+/// depends on the config (a mount mode or mount API this host lacks, mount options, d_type).
 pub(crate) fn factories() -> Vec<DriverFactory> {
     vec![overlay(), dir(), block()]
 }
@@ -21,28 +25,11 @@ fn dir() -> DriverFactory {
         DriverSource::Builtin,
         |config| {
             strata_driver_dir::probe()?;
-            // Whether this config can start (e.g. a mount mode this host lacks).
             trial_dir(config).map(|_| ())
         },
         |config| trial_dir(config).unwrap_or_default(),
-        |home, config| {
-            let driver = DirDriver::new(home, config.drivers.dir.clone())?;
-            Ok(Arc::new(driver) as Arc<dyn Driver>)
-        },
+        start_dir,
     )
-}
-
-/// Starts the dir driver over a throw-away home to learn whether it starts with this config
-/// and what it can do, without touching the real root.
-fn trial_dir(config: &Config) -> Result<strata_driver_api::Capabilities> {
-    let tmp = tempfile::tempdir().map_err(|e| Error::io("create a temporary directory", e))?;
-    let driver = DirDriver::new(
-        tmp.path().join(strata_driver_dir::NAME),
-        config.drivers.dir.clone(),
-    )?;
-    let caps = driver.caps();
-    drop(driver);
-    Ok(caps)
 }
 
 fn overlay() -> DriverFactory {
@@ -54,10 +41,7 @@ fn overlay() -> DriverFactory {
             trial_overlay(config).map(|_| ())
         },
         |config| trial_overlay(config).unwrap_or_default(),
-        |home, config| {
-            let driver = OverlayDriver::new(home, config.drivers.overlay.clone())?;
-            Ok(Arc::new(driver) as Arc<dyn Driver>)
-        },
+        start_overlay,
     )
 }
 
@@ -76,16 +60,22 @@ fn block() -> DriverFactory {
     )
 }
 
-/// Starts the overlay driver over a throw-away home to learn whether it starts with this
-/// config (mount options, mount API, d_type) and what it can do, without touching the real
-/// root.
-fn trial_overlay(config: &Config) -> Result<strata_driver_api::Capabilities> {
-    let tmp = tempfile::tempdir().map_err(|e| Error::io("create a temporary directory", e))?;
-    let driver = OverlayDriver::new(
-        tmp.path().join(strata_driver_overlay::NAME),
-        config.drivers.overlay.clone(),
-    )?;
-    let caps = driver.caps();
-    drop(driver);
-    Ok(caps)
+fn start_dir(home: PathBuf, config: &Config) -> Result<Arc<dyn Driver>> {
+    let driver = DirDriver::new(home, config.drivers.dir.clone())?;
+    Ok(Arc::new(driver) as Arc<dyn Driver>)
+}
+
+fn trial_dir(config: &Config) -> Result<Capabilities> {
+    trial_capabilities(strata_driver_dir::NAME, |home| start_dir(home, config))
+}
+
+fn start_overlay(home: PathBuf, config: &Config) -> Result<Arc<dyn Driver>> {
+    let driver = OverlayDriver::new(home, config.drivers.overlay.clone())?;
+    Ok(Arc::new(driver) as Arc<dyn Driver>)
+}
+
+fn trial_overlay(config: &Config) -> Result<Capabilities> {
+    trial_capabilities(strata_driver_overlay::NAME, |home| {
+        start_overlay(home, config)
+    })
 }

@@ -22,7 +22,7 @@ use strata_driver_api::abi::{ABI_MAJOR, ENTRY_SYMBOL, EntryFn, entry_symbol};
 use strata_driver_api::{Driver, Error, ErrorKind, Result};
 
 use crate::config::{Config, PluginConfig};
-use crate::registry::{DriverFactory, DriverSource};
+use crate::registry::{DriverFactory, DriverSource, trial_capabilities};
 
 pub use strata_driver_api::abi::host::{PluginDriver, PluginSpec};
 /// glibc's and musl's `RTLD_NODELETE`: a stray `dlclose` leaves the library in place.
@@ -148,22 +148,18 @@ pub fn factory(
         spec.name().to_string(),
         DriverSource::Plugin,
         |_| Ok(()),
-        move |_| trial_capabilities(&caps_spec, &caps_options).unwrap_or_default(),
+        move |_| {
+            trial_capabilities(caps_spec.name(), |home| {
+                let d = PluginDriver::new(&caps_spec, home, &caps_options)?;
+                Ok(Arc::new(d) as Arc<dyn Driver>)
+            })
+            .unwrap_or_default()
+        },
         move |home, _| {
             let d = PluginDriver::new(&spec, home, &options)?;
             Ok(Arc::new(d) as Arc<dyn Driver>)
         },
     )
-}
-
-/// Starts the plugin over a throw-away home to learn its capabilities.
-fn trial_capabilities(
-    spec: &PluginSpec,
-    options: &std::collections::BTreeMap<String, String>,
-) -> Result<strata_driver_api::Capabilities> {
-    let tmp = tempfile::tempdir().map_err(|e| Error::io("create a temporary directory", e))?;
-    let d = PluginDriver::new(spec, tmp.path().join(spec.name()), options)?;
-    Ok(d.capabilities())
 }
 
 /// Loads one `[[plugins]]` entry and checks that its name is free: not `taken` (built-in,

@@ -19,6 +19,20 @@ use crate::config::Config;
 /// `strata drivers`, and recognised as prior data under a root.
 pub const PLANNED: &[&str] = &[];
 
+/// Starts a driver over a throw-away home (named `name` in a temporary directory) and returns
+/// its capabilities: how a factory learns whether a config starts and what the driver can do,
+/// without touching the real root.
+pub(crate) fn trial_capabilities(
+    name: &str,
+    start: impl FnOnce(PathBuf) -> Result<Arc<dyn Driver>>,
+) -> Result<Capabilities> {
+    let tmp = tempfile::tempdir().map_err(|e| Error::io("create a temporary directory", e))?;
+    let driver = start(tmp.path().join(name))?;
+    let caps = driver.capabilities();
+    drop(driver);
+    Ok(caps)
+}
+
 /// Where a driver comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
