@@ -9,6 +9,7 @@ use strata_driver_dir::{Config, DirDriver, MountMode};
 strata_conformance::suite!(dir_copy, |home: &Path| {
     let config = Config {
         mount: MountMode::Copy,
+        ..Config::default()
     };
     Ok(Arc::new(DirDriver::new(home.to_path_buf(), config)?) as Arc<dyn Driver>)
 });
@@ -18,6 +19,7 @@ strata_conformance::suite!(dir_copy, |home: &Path| {
 strata_conformance::suite!(dir_fuse, |home: &Path| {
     let config = Config {
         mount: MountMode::Fuse,
+        ..Config::default()
     };
     Ok(Arc::new(DirDriver::new(home.to_path_buf(), config)?) as Arc<dyn Driver>)
 });

@@ -1,5 +1,7 @@
 //! The driver's configuration: the `[drivers.dir]` table of `strata.toml`.
 
+use std::path::PathBuf;
+
 use serde::Deserialize;
 
 /// How the merged view of a layer is set up.
@@ -34,6 +36,10 @@ impl MountMode {
 pub struct Config {
     /// How views are mounted: `fuse`, `copy` or `auto` (the default).
     pub mount: MountMode,
+    /// The FUSE helper program (`strata-dir-fuse`, built from this crate). When unset it is
+    /// looked up: `$STRATA_DIR_FUSE_HELPER`, then beside the running program (and one directory
+    /// up, where cargo puts test binaries' siblings), then `$PATH`.
+    pub fuse_helper: Option<PathBuf>,
 }
 
 #[cfg(test)]

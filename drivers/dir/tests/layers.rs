@@ -246,6 +246,7 @@ async fn config_and_status() {
     let tmp = tempfile::tempdir().unwrap();
     let fuse = Config {
         mount: MountMode::Fuse,
+        ..Config::default()
     };
     let err = DirDriver::new(tmp.path().join("x"), fuse).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotSupported);
