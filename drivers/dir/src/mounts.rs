@@ -21,7 +21,7 @@ use strata_driver_api::{Error, ErrorKind, LayerId, Result};
 
 use crate::fold;
 use crate::fuse::{launch, serve};
-use crate::layout::{self, Layout};
+use crate::layout::{self, LayerKind, Layout};
 use crate::manifest::{self, Rec};
 use crate::sys;
 use crate::view;
@@ -148,9 +148,12 @@ impl Mounts {
         result
     }
 
-    /// Takes a reference to the view of `id`, materialising it if it is not mounted.
+    /// Takes a reference to the view of `id`, mounting it if it is not mounted. A FUSE view
+    /// of an image layer is always read-only (its diff is its children's lower branch).
     pub(crate) fn get(&self, layout: &Layout, id: &LayerId, read_only: bool) -> Result<PathBuf> {
         self.locked(layout, id, true, |s| {
+            let read_only =
+                read_only || (self.fuse.is_some() && layout.kind(id)? == LayerKind::Image);
             match current_state(layout, id)? {
                 None => {
                     match &self.fuse {

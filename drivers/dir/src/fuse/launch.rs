@@ -203,18 +203,29 @@ fn read_line(out: std::process::ChildStdout, timeout: Duration, log: &Path) -> R
     Ok(line.trim_end().to_string())
 }
 
-/// Unmounts a live view. A view in use is `Busy` (and stays mounted); a view that is gone
-/// already is fine. Waits a moment for the server (`pid`) to end.
+/// Unmounts a live view and waits a moment for its server (`pid`) to end. A view still in use
+/// (a file open in it; also, briefly, one just closed, whose release the kernel finishes
+/// asynchronously) is detached instead, as overlay views are: it goes from the mount table at
+/// once and its server ends with the last open file. A view that is gone already is fine.
 pub(crate) fn unmount(mnt: &Path, pid: Option<u32>) -> Result<()> {
-    let root = rustix::process::geteuid().is_root();
-    if root {
-        match rustix::mount::unmount(mnt, rustix::mount::UnmountFlags::empty()) {
-            Ok(()) | Err(Errno::INVAL) | Err(Errno::NOENT) => {}
-            Err(Errno::BUSY) => return Err(busy(mnt)),
-            Err(e) => return Err(Error::os("umount", mnt, std::io::Error::from(e))),
+    if rustix::process::geteuid().is_root() {
+        let mut tries = 0;
+        loop {
+            match rustix::mount::unmount(mnt, rustix::mount::UnmountFlags::empty()) {
+                Ok(()) | Err(Errno::INVAL) | Err(Errno::NOENT) => break,
+                Err(Errno::BUSY) if tries < 20 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(Errno::BUSY) => return detach(mnt),
+                Err(e) => return Err(Error::os("umount", mnt, std::io::Error::from(e))),
+            }
         }
     } else {
-        fusermount(&["-u".into(), mnt.into()], mnt)?;
+        match fusermount(&["-u".into(), mnt.into()], mnt) {
+            Err(e) if e.kind() == ErrorKind::Busy => return detach(mnt),
+            other => other?,
+        }
     }
     if let Some(pid) = pid {
         wait_gone(pid, Duration::from_secs(5));

@@ -264,9 +264,11 @@ impl UnionFs {
 
     pub(crate) fn release_file(&self, ino: u64, fh: u64) {
         let gone = lock(&self.files).remove(&fh);
-        if gone.and_then(|f| f.backing.clone()).is_some() {
+        let passed_through = gone.is_some_and(|f| f.backing.is_some());
+        // The registration is dropped with its last open (the `gone` above); forget it then.
+        if passed_through {
             let mut map = lock(&self.backing);
-            if map.get(&ino).is_some_and(|(_, w)| w.strong_count() <= 1) {
+            if map.get(&ino).is_some_and(|(_, w)| w.strong_count() == 0) {
                 map.remove(&ino);
             }
         }
