@@ -76,17 +76,19 @@ pub fn find_helper(configured: Option<&Path>) -> Result<PathBuf> {
     })
 }
 
-/// Whether this process can mount FUSE file systems: /dev/fuse opens, and, without root,
-/// fusermount3 is there to do the mounting.
+/// Whether this process can mount FUSE file systems: as root, /dev/fuse opens; otherwise
+/// /dev/fuse is there and fusermount3 (set-user-ID root, package fuse3) to open it and mount.
 pub fn usable() -> std::result::Result<(), String> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse")
-        .map_err(|e| format!("/dev/fuse: {e}"))?;
-    if !rustix::process::geteuid().is_root() && which("fusermount3").is_none() {
-        return Err("fusermount3 not found (package fuse3)".into());
+    if rustix::process::geteuid().is_root() {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/fuse")
+            .map_err(|e| format!("/dev/fuse: {e}"))?;
+        return Ok(());
     }
+    std::fs::metadata("/dev/fuse").map_err(|e| format!("/dev/fuse: {e}"))?;
+    which("fusermount3").ok_or("fusermount3 not found (package fuse3)")?;
     Ok(())
 }
 

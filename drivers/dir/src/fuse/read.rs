@@ -63,8 +63,11 @@ impl UnionFs {
         }
         let st = self.stat_in(m.from, &parent_rel.join(name))?;
         #[allow(clippy::unnecessary_cast)]
-        let origin = (m.kind != Kind::Dir && st.st_nlink > 1)
-            .then(|| (m.from, st.st_dev as u64, st.st_ino as u64));
+        let origin = (m.kind != Kind::Dir && st.st_nlink > 1).then_some((
+            m.from,
+            st.st_dev as u64,
+            st.st_ino as u64,
+        ));
         let ino = lock(&self.tree).enter(parent, name, m, origin);
         Ok((ino, to_attr(ino, &st)))
     }

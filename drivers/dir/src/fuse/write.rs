@@ -131,7 +131,7 @@ impl UnionFs {
                     &tmp_path,
                 )
                 .map_err(|e| errno_of(&e))
-                .and_then(|()| Ok(rfs::renameat(&self.work.fd, &tmp, &upper_parent, name)?));
+                .and_then(|()| rfs::renameat(&self.work.fd, &tmp, &upper_parent, name));
             if let Err(e) = copied {
                 let _ = rfs::unlinkat(&self.work.fd, &tmp, AtFlags::empty());
                 return Err(e);
@@ -505,7 +505,7 @@ impl UnionFs {
         self.copy_up(ino)?;
         let path = self.branch_paths[0].join(self.locate(ino)?.0);
         let flags = rfs::XattrFlags::from_bits_retain(flags as u32);
-        Ok(rfs::lsetxattr(&path, name, value, flags)?)
+        rfs::lsetxattr(&path, name, value, flags)
     }
 
     pub(crate) fn removexattr(&self, ino: u64, name: &OsStr) -> R<()> {
@@ -515,7 +515,7 @@ impl UnionFs {
         rfs::lgetxattr_query(self.branch_paths[layer].join(&rel), name)?;
         self.copy_up(ino)?;
         let path = self.branch_paths[0].join(self.locate(ino)?.0);
-        Ok(rfs::lremovexattr(&path, name)?)
+        rfs::lremovexattr(&path, name)
     }
 
     pub(crate) fn write(&self, fh: u64, offset: u64, data: &[u8]) -> R<u32> {
@@ -541,7 +541,7 @@ impl UnionFs {
         self.check_writable()?;
         let f = self.file(fh)?;
         let flags = rfs::FallocateFlags::from_bits_retain(mode as u32);
-        Ok(rfs::fallocate(&f.file, flags, offset, len)?)
+        rfs::fallocate(&f.file, flags, offset, len)
     }
 }
 
