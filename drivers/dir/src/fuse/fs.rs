@@ -58,6 +58,15 @@ pub(crate) struct OpenFile {
     pub backing: Option<Arc<BackingId>>,
 }
 
+/// How a node's open files are served: by one shared passthrough registration, or cached
+/// (through the server), never both at once.
+#[derive(Debug, Default)]
+pub(crate) struct NodeIo {
+    pub passthrough: Option<Weak<BackingId>>,
+    /// Open files served through the server.
+    pub cached: usize,
+}
+
 /// One snapshot of a directory's merged listing, taken at `opendir`.
 pub(crate) type DirSnapshot = Arc<Vec<(std::ffi::OsString, union::Merged)>>;
 
@@ -84,8 +93,10 @@ pub(crate) struct UnionFs {
     pub root: bool,
     /// The kernel agreed to passthrough (and the server may register backing files).
     pub passthrough: AtomicBool,
-    /// Each node's live passthrough registration and the branch its backing file is in.
-    pub backing: Mutex<HashMap<u64, (usize, Weak<BackingId>)>>,
+    /// Each lower branch's multiply-linked files, read on first need (see `links`).
+    pub links: Mutex<HashMap<usize, super::links::LinkIndex>>,
+    /// Each open node's I/O mode (see `serve`).
+    pub io: Mutex<HashMap<u64, NodeIo>>,
 }
 
 /// Locks a mutex; a panicked holder leaves maps that are still consistent enough to go on.
@@ -133,7 +144,8 @@ impl UnionFs {
             copier: Copier::new(),
             root: rustix::process::geteuid().is_root(),
             passthrough: AtomicBool::new(false),
-            backing: Mutex::new(HashMap::new()),
+            links: Mutex::new(HashMap::new()),
+            io: Mutex::new(HashMap::new()),
         })
     }
 

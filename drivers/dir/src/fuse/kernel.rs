@@ -219,7 +219,6 @@ impl Filesystem for UnionFs {
             Ok((fh, Served::Passthrough(id))) => {
                 reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id)
             }
-            Ok((fh, Served::Direct)) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
             // Contents change only through the mount: the page cache stays valid across opens.
             Ok((fh, Served::Plain)) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(err(e)),
@@ -447,13 +446,6 @@ impl Filesystem for UnionFs {
                 FileHandle(fh),
                 FopenFlags::empty(),
                 &id,
-            ),
-            Ok((fh, Served::Direct)) => reply.created(
-                &TTL,
-                &attr,
-                GEN,
-                FileHandle(fh),
-                FopenFlags::FOPEN_DIRECT_IO,
             ),
             Ok((fh, Served::Plain)) => reply.created(
                 &TTL,

@@ -27,6 +27,7 @@
 pub(crate) mod fs;
 mod kernel;
 pub(crate) mod launch;
+mod links;
 mod read;
 pub(crate) mod serve;
 mod tree;

@@ -6,8 +6,8 @@ use std::collections::hash_map::Entry;
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 
 use fuser::{BackingId, FileAttr};
 use rustix::fs::{self as rfs, OFlags};
@@ -22,11 +22,8 @@ use super::tree::ROOT;
 /// How an open file is served.
 #[derive(Debug)]
 pub(crate) enum Served {
-    /// Through this server.
+    /// Through this server (and the page cache).
     Plain,
-    /// Through this server, bypassing the page cache: another open of the node passes through
-    /// to an older backing file (before a copy-up).
-    Direct,
     /// By the kernel, straight from the backing file.
     Passthrough(Arc<BackingId>),
 }
@@ -241,10 +238,13 @@ impl UnionFs {
         Ok((fh, served))
     }
 
-    /// Passthrough when the kernel agreed to it, reusing the node's registration: all opens of
-    /// one node must pass through to the same backing file. An open of a node whose live
-    /// registration is for another branch's file (one opened before a copy-up) is served
-    /// directly instead.
+    /// How to serve an open of node `ino` (whose file is in branch `layer`). The kernel puts
+    /// each inode in one I/O mode at a time: while any open passes through to a backing file,
+    /// every open must pass through to that same file; while any open is cached, none may pass
+    /// through. So a node's opens share one registration, and only files of branch 0 pass
+    /// through: a lower file passing through would leave a writer after its copy-up no way in
+    /// (its new file is another backing file). Lower files are read through this server, with
+    /// the page cache kept across opens.
     fn serve(
         &self,
         ino: u64,
@@ -252,27 +252,20 @@ impl UnionFs {
         file: &std::fs::File,
         register: impl FnOnce(&std::fs::File) -> std::io::Result<BackingId>,
     ) -> Served {
-        if !self.passthrough.load(Ordering::Relaxed) {
-            return Served::Plain;
+        let mut map = lock(&self.io);
+        let io = map.entry(ino).or_default();
+        if let Some(id) = io.passthrough.as_ref().and_then(Weak::upgrade) {
+            return Served::Passthrough(id);
         }
-        let mut map = lock(&self.backing);
-        if let Some((l, weak)) = map.get(&ino) {
-            if let Some(id) = weak.upgrade() {
-                return if *l == layer {
-                    Served::Passthrough(id)
-                } else {
-                    Served::Direct
-                };
-            }
-        }
-        match register(file) {
-            Ok(id) => {
+        if self.passthrough.load(Ordering::Relaxed) && layer == 0 && io.cached == 0 {
+            if let Ok(id) = register(file) {
                 let id = Arc::new(id);
-                map.insert(ino, (layer, Arc::downgrade(&id)));
-                Served::Passthrough(id)
+                io.passthrough = Some(Arc::downgrade(&id));
+                return Served::Passthrough(id);
             }
-            Err(_) => Served::Plain,
         }
+        io.cached += 1;
+        Served::Plain
     }
 
     pub(crate) fn file(&self, fh: u64) -> R<Arc<OpenFile>> {
@@ -280,12 +273,23 @@ impl UnionFs {
     }
 
     pub(crate) fn release_file(&self, ino: u64, fh: u64) {
-        let gone = lock(&self.files).remove(&fh);
-        let passed_through = gone.is_some_and(|f| f.backing.is_some());
-        // The registration is dropped with its last open (the `gone` above); forget it then.
-        if passed_through {
-            let mut map = lock(&self.backing);
-            if map.get(&ino).is_some_and(|(_, w)| w.strong_count() == 0) {
+        let Some(gone) = lock(&self.files).remove(&fh) else {
+            return;
+        };
+        let cached = gone.backing.is_none();
+        // The registration goes with its last open (`gone`, here).
+        drop(gone);
+        let mut map = lock(&self.io);
+        if let Some(io) = map.get_mut(&ino) {
+            if cached {
+                io.cached = io.cached.saturating_sub(1);
+            }
+            if io.cached == 0
+                && io
+                    .passthrough
+                    .as_ref()
+                    .is_none_or(|w| w.strong_count() == 0)
+            {
                 map.remove(&ino);
             }
         }

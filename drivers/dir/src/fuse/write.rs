@@ -54,7 +54,7 @@ pub(crate) enum Make<'a> {
     Node(u32, u64),
 }
 
-fn split(rel: &Path) -> (&Path, &OsStr) {
+pub(super) fn split(rel: &Path) -> (&Path, &OsStr) {
     (
         rel.parent().unwrap_or(Path::new("")),
         rel.file_name().unwrap_or(OsStr::new(".")),
@@ -71,7 +71,7 @@ impl UnionFs {
         self.copy_up_locked(ino)
     }
 
-    fn copy_up_locked(&self, ino: u64) -> R<()> {
+    pub(super) fn copy_up_locked(&self, ino: u64) -> R<()> {
         let chain = {
             let tree = lock(&self.tree);
             let mut chain = Vec::new();
@@ -98,15 +98,14 @@ impl UnionFs {
         if layer == 0 {
             return Ok(());
         }
-        let links = lock(&self.tree)
-            .get(ino)
-            .map(|n| n.links.clone())
-            .unwrap_or_default();
+        let origin = lock(&self.tree).get(ino).and_then(|n| n.origin);
         let (parent_rel, name) = split(&rel);
         let upper_parent = self.upper_dir(parent_rel)?;
         let src_parent = self.open_in(layer, parent_rel, OFlags::RDONLY | OFlags::DIRECTORY)?;
         let src_path = self.branch_paths[layer].join(&rel);
         let dst_path = self.branch_paths[0].join(&rel);
+        // A copy-up is not a change of the parent directory: its times stay (as overlayfs).
+        let parent_times = rfs::fstat(&upper_parent)?;
         if kind == Kind::Dir {
             rfs::mkdirat(&upper_parent, name, Mode::from_raw_mode(0o700))?;
             let made = rfs::openat(&upper_parent, name, dir_flags(), Mode::empty())?;
@@ -136,16 +135,11 @@ impl UnionFs {
                 let _ = rfs::unlinkat(&self.work.fd, &tmp, AtFlags::empty());
                 return Err(e);
             }
-            // The node's other names (links of one lower inode) become links in branch 0 too.
-            for (p, other) in links.iter().skip(1) {
-                self.copy_up_locked(*p)?;
-                let p_rel = lock(&self.tree).path(*p).ok_or(Errno::NOENT)?;
-                let dir = self.upper_dir(&p_rel)?;
-                match rfs::linkat(&upper_parent, name, &dir, other, AtFlags::empty()) {
-                    Ok(()) | Err(Errno::EXIST) => {}
-                    Err(e) => return Err(e),
-                }
-            }
+        }
+        restore_times(&upper_parent, &parent_times)?;
+        if let Some(origin) = origin {
+            // The file's other names in its branch become links of the copy.
+            self.copy_up_links(ino, &rel, origin)?;
         }
         lock(&self.tree).copied_up(ino);
         Ok(())
@@ -295,7 +289,7 @@ impl UnionFs {
 
     /// The node of entry `m` (`name` in `parent`), entered without counting a lookup if the
     /// kernel has not looked it up.
-    fn child_node(&self, parent: u64, name: &OsStr, m: &Merged) -> u64 {
+    pub(super) fn child_node(&self, parent: u64, name: &OsStr, m: &Merged) -> u64 {
         let mut tree = lock(&self.tree);
         if let Some(c) = tree.child(parent, name) {
             return c;
@@ -543,6 +537,21 @@ impl UnionFs {
         let flags = rfs::FallocateFlags::from_bits_retain(mode as u32);
         rfs::fallocate(&f.file, flags, offset, len)
     }
+}
+
+/// Puts back a directory's access and modification times after an entry was placed in it.
+pub(super) fn restore_times(dir: &OwnedFd, st: &rfs::Stat) -> R<()> {
+    let times = Timestamps {
+        last_access: Timespec {
+            tv_sec: st.st_atime as _,
+            tv_nsec: st.st_atime_nsec as _,
+        },
+        last_modification: Timespec {
+            tv_sec: st.st_mtime as _,
+            tv_nsec: st.st_mtime_nsec as _,
+        },
+    };
+    rfs::futimens(dir, &times)
 }
 
 fn dir_flags() -> OFlags {
