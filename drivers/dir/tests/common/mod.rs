@@ -2,6 +2,9 @@
 //! text so a whole view can be compared in one assertion.
 #![allow(dead_code)]
 
+pub mod modes;
+pub mod tarb;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
