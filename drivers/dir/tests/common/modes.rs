@@ -270,8 +270,13 @@ impl U {
             .create(&id(layer), parent.as_ref(), &CreateOpts::default())
             .await
             .unwrap();
+        self.fill(layer, tar).await;
+    }
+
+    /// Applies a tar to an existing, unmounted layer.
+    pub async fn fill(&self, layer: &str, tar: Vec<u8>) {
         self.drv
-            .apply_diff(&id(layer), parent.as_ref(), stream(tar))
+            .apply_diff(&id(layer), None, stream(tar))
             .await
             .unwrap();
     }
