@@ -352,6 +352,7 @@ impl U {
         let path = d.get(&id(layer), &ro).await.unwrap();
         let tree = describe(&path);
         d.put(&id(layer)).await.unwrap();
+        assert!(!d.is_mounted(&id(layer)).await.unwrap());
         tree
     }
 }
