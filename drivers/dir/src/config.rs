@@ -8,13 +8,14 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MountMode {
-    /// A union file system in userspace (FUSE). Not available yet: choosing it explicitly is a
-    /// `NotSupported` error when the driver is made.
+    /// A union file system in userspace (FUSE), served by the `strata-dir-fuse` helper.
+    /// Choosing it where FUSE cannot be mounted is a `NotSupported` error when the driver is
+    /// made.
     Fuse,
     /// Materialise the merged view by copying, and fold the changes back on the last `put`.
     /// Slower, works everywhere, always correct.
     Copy,
-    /// The best mode this host supports (for now always `copy`).
+    /// `fuse` where `/dev/fuse` is usable and the helper is found, else `copy`.
     #[default]
     Auto,
 }

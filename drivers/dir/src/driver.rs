@@ -63,7 +63,7 @@ impl Driver for DirDriver {
         let backing = sys::fs_name(home).unwrap_or_else(|e| format!("unknown ({e})"));
         vec![
             ("Root Dir".into(), home.display().to_string()),
-            ("Mount Mode".into(), self.inner.mode.as_str().into()),
+            ("Mount Mode".into(), self.mount_mode_status()),
             ("Backing Filesystem".into(), backing),
         ]
     }
@@ -92,14 +92,18 @@ impl Driver for DirDriver {
             .await
     }
 
-    /// Materialises the view on the first get. `opts.read_only` views are never folded back
-    /// (nothing stops a write to them, though). Mount options cannot apply to a copied view:
-    /// any is `NotSupported`.
+    /// Mounts the view on the first get: a FUSE mount (fuse mode; `opts.read_only` views
+    /// refuse writes with EROFS) or a materialised copy (copy mode; `opts.read_only` views are
+    /// never folded back, though nothing stops a write to them). Mount options are not
+    /// offered: any is `NotSupported`.
     async fn get(&self, id: &LayerId, opts: &MountOpts) -> Result<PathBuf> {
         if let Some(o) = opts.options.first() {
             return Err(Error::new(
                 ErrorKind::NotSupported,
-                format!("dir driver (copy mode): mount option {o:?} cannot apply"),
+                format!(
+                    "dir driver ({} mode): mount option {o:?} cannot apply",
+                    self.inner.mode.as_str()
+                ),
             ));
         }
         let (id, ro) = (id.clone(), opts.read_only);
@@ -121,7 +125,7 @@ impl Driver for DirDriver {
                     format!("layer {id} not found"),
                 ));
             }
-            Ok(mounts::read_state(&i.layout, &id)?.is_some())
+            mounts::is_mounted(&i.layout, &id)
         })
         .await
     }

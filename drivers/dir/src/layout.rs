@@ -4,10 +4,14 @@
 //! <home>/                 0700
 //!   layers/<id>           the ancestry: the direct parent first, one id a line; empty for a base
 //!   diff/<id>/            the layer's own files in AUFS/OCI form (.wh.<name>, .wh..wh..opq)
-//!   mnt/<id>/             the mountpoint: empty, or the materialised view while mounted
+//!   mnt/<id>/             the mountpoint: empty, the materialised view (copy mode) or the
+//!                         FUSE mount (fuse mode) while mounted
 //!   meta/<id>             small facts about the layer: `kind=image` or `kind=container`
-//!   state/<id>.mount      the view is materialised (the commit point of a mount): `writable=..`
-//!   state/<id>.manifest   what the view held when materialised, to find what changed
+//!   state/<id>.mount      the view is mounted (the commit point of a mount): `writable=..`,
+//!                         and for a FUSE view `fuse=<server pid>`
+//!   state/<id>.manifest   copy mode: what the view held when materialised, to find what changed
+//!   state/<id>.fuse-work/ fuse mode: where copy-ups are built before they are renamed into diff
+//!   state/<id>.fuse-log   fuse mode: the server's standard error
 //! ```
 //!
 //! `layers/<id>` is written last when a layer is made and renamed away first when it is
@@ -93,6 +97,16 @@ impl Layout {
 
     pub(crate) fn manifest(&self, id: &LayerId) -> PathBuf {
         self.home.join("state").join(format!("{id}.manifest"))
+    }
+
+    /// Where a FUSE view's copy-ups are built (on the same file system as `diff/<id>`).
+    pub(crate) fn fuse_work(&self, id: &LayerId) -> PathBuf {
+        self.home.join("state").join(format!("{id}.fuse-work"))
+    }
+
+    /// A FUSE view's server log (its standard error).
+    pub(crate) fn fuse_log(&self, id: &LayerId) -> PathBuf {
+        self.home.join("state").join(format!("{id}.fuse-log"))
     }
 
     /// A staging name for `id` in subdirectory `sub`: `<sub>/.<id>-<what>`.
@@ -260,7 +274,14 @@ impl Layout {
         }
         unlink(&self.mount_state(id))?;
         unlink(&self.manifest(id))?;
+        self.discard_fuse_files(id)?;
         unlink(&self.meta(id))
+    }
+
+    /// Removes a FUSE view's work directory and log.
+    pub(crate) fn discard_fuse_files(&self, id: &LayerId) -> Result<()> {
+        sys::remove_tree(&self.fuse_work(id))?;
+        unlink(&self.fuse_log(id))
     }
 
     /// Attaches a driver instance to the home: `<home>/lock` is held shared for as long as the
@@ -299,6 +320,14 @@ impl Layout {
     /// mountpoint whose view never committed. A fold that crashed between its two renames (on
     /// a file system without `RENAME_EXCHANGE`) is rolled back to the previous diff.
     pub(crate) fn sweep(&self) -> Result<()> {
+        // A FUSE view whose server died leaves a mount that fails every call with ENOTCONN
+        // (and would fail the sweep): detach those first.
+        for name in names(&self.sub("mnt"))? {
+            let path = self.sub("mnt").join(&name);
+            if crate::fuse::launch::liveness(&path)? == crate::fuse::launch::Liveness::Dead {
+                crate::fuse::launch::detach(&path)?;
+            }
+        }
         for sub in SUBDIRS {
             let dir = self.sub(sub);
             for name in names(&dir)? {
@@ -331,14 +360,17 @@ impl Layout {
         }
         for name in names(&self.sub("state"))? {
             let (id, what) = match name.rsplit_once('.') {
-                Some((id, what @ ("mount" | "manifest"))) => (id, what),
+                Some((id, what @ ("mount" | "manifest" | "fuse-work" | "fuse-log"))) => (id, what),
                 _ => continue,
             };
             let Ok(id) = LayerId::new(id) else { continue };
+            let mounted = sys::try_lstat(&self.mount_state(&id))?.is_some();
             if !self.exists(&id)? {
                 self.discard_parts(&id)?;
-            } else if what == "manifest" && sys::try_lstat(&self.mount_state(&id))?.is_none() {
+            } else if what == "manifest" && !mounted {
                 unlink(&self.manifest(&id))?;
+            } else if what.starts_with("fuse-") && !mounted {
+                self.discard_fuse_files(&id)?;
             }
         }
         for name in names(&self.sub("layers"))? {

@@ -12,7 +12,13 @@
 //! # Mount modes
 //!
 //! The merged view of a layer (its diff over its ancestors', top first) can be set up two ways
-//! ([`MountMode`]); this version implements `copy`:
+//! ([`MountMode`]):
+//!
+//! - **fuse**: a union file system in userspace (see the [`fuse`] module), served by a helper
+//!   process (`strata-dir-fuse`, a binary of this crate) that outlives the caller of `get`,
+//!   as fuse-overlayfs does under Podman; the last `put` unmounts it. Changes go straight
+//!   into `diff/<id>`, in AUFS form, as they are made. As root it mounts directly; otherwise
+//!   through `fusermount3`. `auto` picks it when `/dev/fuse` opens and the helper is found.
 //!
 //! - **copy**: the first `get` materialises the view into `mnt/<id>` (file contents reflinked
 //!   where the file system can, else copied) and records a manifest of what it holds; the last
@@ -21,9 +27,7 @@
 //!   with `read_only` never folds. The first `get` costs O(size of the image); the last `put` a
 //!   walk of the view plus O(size of the changes). Nothing stops a write through a read-only
 //!   view, so [`Capabilities::read_only_images`] is false.
-//! - **fuse**: a union file system in userspace (a later version); choosing it is a
-//!   `NotSupported` error for now, and `auto` means `copy`.
-//!
+
 //! # Crash safety
 //!
 //! Every file is written atomically and every tree built under a dot-name and renamed into
@@ -58,6 +62,7 @@ mod config;
 mod copy;
 mod driver;
 mod fold;
+pub mod fuse;
 mod layout;
 mod manifest;
 mod mounts;
@@ -90,6 +95,8 @@ struct Inner {
     layout: layout::Layout,
     mounts: mounts::Mounts,
     mode: MountMode,
+    /// Why `auto` did not pick fuse, for `status()`.
+    fallback: Option<String>,
     /// `<home>/lock`, held shared while this instance lives.
     _lock: std::fs::File,
 }
@@ -100,24 +107,35 @@ impl DirDriver {
     /// clearing what a crashed operation left behind. The instance holds `<home>/lock` shared
     /// until it is dropped.
     ///
-    /// `MountMode::Fuse` is `NotSupported` in this version; `Auto` resolves to `Copy`.
+    /// `MountMode::Fuse` is `NotSupported` where FUSE cannot be mounted (no usable
+    /// `/dev/fuse`, or neither root nor `fusermount3`) or the helper program is not found;
+    /// `Auto` resolves to `Fuse` where it can be, else to `Copy`.
     pub fn new(home: PathBuf, config: Config) -> Result<DirDriver> {
-        let mode = match config.mount {
-            MountMode::Fuse => {
-                return Err(Error::new(
+        let fuse_helper = || -> Result<PathBuf> {
+            fuse::usable().map_err(|why| {
+                Error::new(
                     ErrorKind::NotSupported,
-                    "dir driver: mount mode \"fuse\" is not available yet; use \"copy\" or \"auto\"",
-                ));
-            }
-            MountMode::Copy | MountMode::Auto => MountMode::Copy,
+                    format!("dir driver: FUSE is not usable here: {why}"),
+                )
+            })?;
+            fuse::find_helper(config.fuse_helper.as_deref())
+        };
+        let (mode, helper, fallback) = match config.mount {
+            MountMode::Fuse => (MountMode::Fuse, Some(fuse_helper()?), None),
+            MountMode::Copy => (MountMode::Copy, None, None),
+            MountMode::Auto => match fuse_helper() {
+                Ok(h) => (MountMode::Fuse, Some(h), None),
+                Err(e) => (MountMode::Copy, None, Some(e.message().to_string())),
+            },
         };
         let layout = layout::Layout::open(home)?;
         let lock = layout.attach()?;
         Ok(DirDriver {
             inner: Arc::new(Inner {
                 layout,
-                mounts: mounts::Mounts::default(),
+                mounts: mounts::Mounts::new(helper),
                 mode,
+                fallback,
                 _lock: lock,
             }),
         })
@@ -128,8 +146,19 @@ impl DirDriver {
         self.inner.mode
     }
 
-    /// The driver's capabilities in its mount mode.
+    /// The mount mode for `status()`, with the reason `auto` fell back to copy.
+    fn mount_mode_status(&self) -> String {
+        match &self.inner.fallback {
+            Some(why) => format!("{} ({why})", self.inner.mode.as_str()),
+            None => self.inner.mode.as_str().to_string(),
+        }
+    }
+
+    /// The driver's capabilities in its mount mode: a FUSE view refuses writes when mounted
+    /// read-only, and cannot rename a directory that is not wholly the layer's own (EXDEV);
+    /// a copied view can do the latter and not the former.
     pub fn caps(&self) -> Capabilities {
+        let fuse = self.inner.mode == MountMode::Fuse;
         Capabilities {
             native_diff: true,
             needs_root: false,
@@ -137,8 +166,8 @@ impl DirDriver {
             max_depth: None,
             quota: false,
             mount_spec: false,
-            rename_dir: true,
-            read_only_images: false,
+            rename_dir: !fuse,
+            read_only_images: fuse,
         }
     }
 }

@@ -14,13 +14,14 @@
 //! processes the engine serialises writers.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use strata_driver_api::{Error, ErrorKind, LayerId, Result};
 
 use crate::fold;
-use crate::layout::{self, Layout};
+use crate::fuse::{launch, serve};
+use crate::layout::{self, LayerKind, Layout};
 use crate::manifest::{self, Rec};
 use crate::sys;
 use crate::view;
@@ -35,14 +36,18 @@ pub(crate) struct Slot {
 /// What the mount state says about a view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct State {
-    /// The view's changes are folded back on the last put.
+    /// The view takes writes (copy mode: its changes are folded back on the last put).
     pub writable: bool,
+    /// A FUSE view: its server's pid (0 while it is being started).
+    pub fuse: Option<u32>,
 }
 
 /// The per-layer locks and counts of one driver instance.
 #[derive(Debug, Default)]
 pub(crate) struct Mounts {
     slots: Mutex<HashMap<LayerId, Arc<RwLock<Slot>>>>,
+    /// The FUSE helper program, in fuse mode; `None` in copy mode.
+    fuse: Option<PathBuf>,
 }
 
 type SlotRef = Arc<RwLock<Slot>>;
@@ -69,6 +74,14 @@ fn busy(id: &LayerId) -> Error {
 }
 
 impl Mounts {
+    /// Views made by copying (`fuse: None`) or by the FUSE helper `fuse`.
+    pub(crate) fn new(fuse: Option<PathBuf>) -> Mounts {
+        Mounts {
+            slots: Mutex::default(),
+            fuse,
+        }
+    }
+
     /// The layer's slot, to lock for the whole operation.
     fn slot(&self, id: &LayerId) -> SlotRef {
         lock(&self.slots).entry(id.clone()).or_default().clone()
@@ -135,19 +148,32 @@ impl Mounts {
         result
     }
 
-    /// Takes a reference to the view of `id`, materialising it if it is not mounted.
+    /// Takes a reference to the view of `id`, mounting it if it is not mounted. A FUSE view
+    /// of an image layer is always read-only (its diff is its children's lower branch).
     pub(crate) fn get(&self, layout: &Layout, id: &LayerId, read_only: bool) -> Result<PathBuf> {
         self.locked(layout, id, true, |s| {
-            match read_state(layout, id)? {
+            let read_only =
+                read_only || (self.fuse.is_some() && layout.kind(id)? == LayerKind::Image);
+            match current_state(layout, id)? {
                 None => {
-                    mount(layout, id, !read_only)?;
+                    match &self.fuse {
+                        Some(helper) => mount_fuse(layout, id, !read_only, helper)?,
+                        None => mount(layout, id, !read_only)?,
+                    }
                     s.count = 0;
                 }
                 Some(st) => {
                     // A view this instance holds no count for: adopt it.
                     s.count = s.count.max(1);
                     if !read_only && !st.writable {
-                        write_state(layout, id, State { writable: true })?;
+                        if let Some(pid) = st.fuse {
+                            launch::signal(pid, rustix::process::Signal::USR1)?;
+                        }
+                        let st = State {
+                            writable: true,
+                            ..st
+                        };
+                        write_state(layout, id, st)?;
                     }
                 }
             }
@@ -160,13 +186,13 @@ impl Mounts {
     /// that is not mounted (or does not exist) is a no-op.
     pub(crate) fn put(&self, layout: &Layout, id: &LayerId) -> Result<()> {
         let result = self.locked(layout, id, false, |s| {
-            let Some(st) = read_state(layout, id)? else {
+            let Some(st) = current_state(layout, id)? else {
                 s.count = 0;
                 return Ok(());
             };
             s.count = s.count.max(1) - 1;
             if s.count == 0 {
-                if let Err(e) = unmount(layout, id, st.writable) {
+                if let Err(e) = unmount(layout, id, st) {
                     // Still mounted: the next put tries again.
                     s.count = 1;
                     return Err(e);
@@ -184,11 +210,16 @@ impl Mounts {
     /// (its unfolded changes go with the layer).
     pub(crate) fn remove(&self, layout: &Layout, id: &LayerId, force: bool) -> Result<()> {
         self.locked(layout, id, false, |s| {
-            if read_state(layout, id)?.is_some() {
+            if let Some(st) = current_state(layout, id)? {
                 if !force {
                     return Err(busy(id));
                 }
-                release(layout, id)?;
+                if st.fuse.is_some() {
+                    launch::detach(&layout.mnt(id))?;
+                    release_fuse(layout, id)?;
+                } else {
+                    release(layout, id)?;
+                }
             }
             s.count = 0;
             layout.remove_layer(id)
@@ -223,7 +254,7 @@ impl Mounts {
         f: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
         self.locked(layout, id, false, |_| {
-            if read_state(layout, id)?.is_some() {
+            if current_state(layout, id)?.is_some() {
                 return Err(busy(id));
             }
             f()
@@ -240,7 +271,12 @@ impl Mounts {
         f: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
         self.locked(layout, id, true, |_| {
-            if let Some(State { writable: true }) = read_state(layout, id)? {
+            // A FUSE view writes straight into the diff: nothing to fold.
+            if let Some(State {
+                writable: true,
+                fuse: None,
+            }) = current_state(layout, id)?
+            {
                 let recs = fold::fold(layout, id)?;
                 manifest::write(&layout.manifest(id), recs.iter().map(|(p, r)| (p, r)))?;
             }
@@ -261,8 +297,8 @@ impl Mounts {
             if s.count == 0 {
                 continue;
             }
-            let result = match read_state(layout, id) {
-                Ok(Some(st)) => unmount(layout, id, st.writable),
+            let result = match current_state(layout, id) {
+                Ok(Some(st)) => unmount(layout, id, st),
                 Ok(None) => Ok(()),
                 Err(e) => Err(e),
             };
@@ -278,22 +314,109 @@ impl Mounts {
     }
 }
 
-/// The view's mount state, or `None` if it is not mounted.
-pub(crate) fn read_state(layout: &Layout, id: &LayerId) -> Result<Option<State>> {
+/// The view's mount state as recorded, or `None` if it is not mounted.
+fn read_state(layout: &Layout, id: &LayerId) -> Result<Option<State>> {
     let path = layout.mount_state(id);
     match std::fs::read_to_string(&path) {
         Ok(text) => Ok(Some(State {
             writable: text.lines().any(|l| l == "writable=true"),
+            fuse: text
+                .lines()
+                .find_map(|l| l.strip_prefix("fuse="))
+                .and_then(|p| p.parse().ok()),
         })),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::os("read", &path, e)),
     }
 }
 
+/// Whether the view of `id` is mounted: recorded so and, for a FUSE view, still served.
+pub(crate) fn is_mounted(layout: &Layout, id: &LayerId) -> Result<bool> {
+    Ok(match read_state(layout, id)? {
+        Some(State { fuse: Some(_), .. }) => {
+            launch::liveness(&layout.mnt(id))? == launch::Liveness::Alive
+        }
+        other => other.is_some(),
+    })
+}
+
+/// The view's mount state, under the layer's lock: a FUSE view whose server is gone (killed,
+/// or unmounted behind the driver's back) is cleared away first and counts as not mounted.
+fn current_state(layout: &Layout, id: &LayerId) -> Result<Option<State>> {
+    let st = read_state(layout, id)?;
+    let Some(State { fuse: Some(_), .. }) = st else {
+        return Ok(st);
+    };
+    let mnt = layout.mnt(id);
+    match launch::liveness(&mnt)? {
+        launch::Liveness::Alive => Ok(st),
+        launch::Liveness::Dead => {
+            launch::detach(&mnt)?;
+            release_fuse(layout, id)?;
+            Ok(None)
+        }
+        launch::Liveness::NotMounted => {
+            release_fuse(layout, id)?;
+            Ok(None)
+        }
+    }
+}
+
 fn write_state(layout: &Layout, id: &LayerId, st: State) -> Result<()> {
     atomic::write_file(&layout.mount_state(id), |w| {
-        writeln!(w, "writable={}", st.writable).map_err(|e| Error::io("write mount state", e))
+        writeln!(w, "writable={}", st.writable).map_err(|e| Error::io("write mount state", e))?;
+        if let Some(pid) = st.fuse {
+            writeln!(w, "fuse={pid}").map_err(|e| Error::io("write mount state", e))?;
+        }
+        Ok(())
     })
+}
+
+/// Mounts the FUSE view of `id` on `mnt/<id>`. The state is written first (with no server
+/// yet), so a crash midway leaves a state that [`current_state`] finds unserved and clears,
+/// never a mount without a state (which a sweep would take for a leftover to empty).
+fn mount_fuse(layout: &Layout, id: &LayerId, writable: bool, helper: &Path) -> Result<()> {
+    let branches = layout.branches(id)?;
+    layout.reset_mountpoint(id)?;
+    let work = layout.fuse_work(id);
+    sys::remove_tree(&work)?;
+    layout::mkdir_0700(&work)?;
+    write_state(
+        layout,
+        id,
+        State {
+            writable,
+            fuse: Some(0),
+        },
+    )?;
+    let args = serve::Args {
+        mountpoint: layout.mnt(id),
+        work,
+        read_only: !writable,
+        fsname: format!("strata-dir:{id}"),
+        branches,
+        serve: false,
+    };
+    let started = launch::start(helper, &args, &layout.fuse_log(id)).and_then(|pid| {
+        let st = State {
+            writable,
+            fuse: Some(pid),
+        };
+        write_state(layout, id, st).inspect_err(|_| {
+            let _ = launch::detach(&layout.mnt(id));
+        })
+    });
+    if started.is_err() {
+        let _ = layout::unlink(&layout.mount_state(id));
+        let _ = layout.discard_fuse_files(id);
+    }
+    started
+}
+
+/// Forgets a FUSE view that is no longer mounted: its state, work directory and log.
+fn release_fuse(layout: &Layout, id: &LayerId) -> Result<()> {
+    layout::unlink(&layout.mount_state(id))?;
+    layout.discard_fuse_files(id)
 }
 
 /// Materialises the view of `id` into `mnt/<id>` and records it.
@@ -322,7 +445,14 @@ fn mount(layout: &Layout, id: &LayerId, writable: bool) -> Result<()> {
             })
             .collect();
         manifest::write(&layout.manifest(id), recs.iter().map(|(p, r)| (p, r)))?;
-        write_state(layout, id, State { writable })
+        write_state(
+            layout,
+            id,
+            State {
+                writable,
+                fuse: None,
+            },
+        )
     })();
     if recorded.is_err() {
         // Without its state the view is not mounted; the sweep clears it if this fails too.
@@ -332,9 +462,13 @@ fn mount(layout: &Layout, id: &LayerId, writable: bool) -> Result<()> {
     recorded
 }
 
-/// Folds (if `writable`) and releases the view of `id`.
-fn unmount(layout: &Layout, id: &LayerId, writable: bool) -> Result<()> {
-    if writable {
+/// Unmounts a FUSE view, or folds (if writable) and releases a copied one.
+fn unmount(layout: &Layout, id: &LayerId, st: State) -> Result<()> {
+    if let Some(pid) = st.fuse {
+        launch::unmount(&layout.mnt(id), Some(pid))?;
+        return release_fuse(layout, id);
+    }
+    if st.writable {
         fold::fold(layout, id)?;
     }
     release(layout, id)

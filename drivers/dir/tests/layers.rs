@@ -188,7 +188,7 @@ async fn remove_busy_force_and_cleanup_of_parts() {
 async fn new_sweeps_crash_leftovers_when_alone() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("dir");
-    let first = DirDriver::new(home.clone(), Config::default()).unwrap();
+    let first = DirDriver::new(home.clone(), common::copy_mode()).unwrap();
     first
         .create(&id("a"), None, &CreateOpts::default())
         .await
@@ -219,7 +219,7 @@ async fn new_sweeps_crash_leftovers_when_alone() {
 
     // While another instance is attached (another process, mid-operation perhaps), nothing
     // is swept: its work in progress would look just like this.
-    let second = DirDriver::new(home.clone(), Config::default()).unwrap();
+    let second = DirDriver::new(home.clone(), common::copy_mode()).unwrap();
     for p in leftovers {
         assert!(
             home.join(p).exists(),
@@ -228,7 +228,7 @@ async fn new_sweeps_crash_leftovers_when_alone() {
     }
     drop((first, second));
 
-    let d = DirDriver::new(home.clone(), Config::default()).unwrap();
+    let d = DirDriver::new(home.clone(), common::copy_mode()).unwrap();
     assert!(!d.exists(&id("half")).await.unwrap());
     for p in leftovers {
         assert!(!home.join(p).exists(), "{p} survived the sweep");
@@ -244,13 +244,11 @@ async fn new_sweeps_crash_leftovers_when_alone() {
 #[tokio::test]
 async fn config_and_status() {
     let tmp = tempfile::tempdir().unwrap();
-    let fuse = Config {
-        mount: MountMode::Fuse,
+    let copy = Config {
+        mount: MountMode::Copy,
         ..Config::default()
     };
-    let err = DirDriver::new(tmp.path().join("x"), fuse).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::NotSupported);
-    let d = DirDriver::new(tmp.path().join("dir"), Config::default()).unwrap();
+    let d = DirDriver::new(tmp.path().join("dir"), copy).unwrap();
     assert_eq!(d.mount_mode(), MountMode::Copy);
     let status = d.status();
     let keys: Vec<&str> = status.iter().map(|(k, _)| k.as_str()).collect();
@@ -262,4 +260,36 @@ async fn config_and_status() {
     assert!(caps.native_diff && caps.rootless && !caps.needs_root && caps.rename_dir);
     assert!(!caps.read_only_images && !caps.quota && caps.max_depth.is_none());
     strata_driver_dir::probe().unwrap();
+    drop(d);
+
+    // A helper that is not there is a config error, named as such.
+    let bogus = Config {
+        mount: MountMode::Fuse,
+        fuse_helper: Some(tmp.path().join("no-such-helper")),
+    };
+    let err = DirDriver::new(tmp.path().join("x"), bogus).unwrap_err();
+    if let Err(why) = strata_driver_dir::fuse::usable() {
+        assert_eq!(err.kind(), ErrorKind::NotSupported);
+        eprintln!("SKIPPED: config_and_status (fuse part): FUSE not usable here: {why}");
+        return;
+    }
+    assert_eq!(err.kind(), ErrorKind::Config);
+
+    let fuse = Config {
+        mount: MountMode::Fuse,
+        fuse_helper: Some(env!("CARGO_BIN_EXE_strata-dir-fuse").into()),
+    };
+    let d = DirDriver::new(tmp.path().join("dir"), fuse.clone()).unwrap();
+    assert_eq!(d.mount_mode(), MountMode::Fuse);
+    assert_eq!(d.status()[1].1, "fuse");
+    let caps = d.capabilities();
+    assert!(caps.read_only_images && !caps.rename_dir && caps.native_diff);
+    drop(d);
+    // auto: fuse where it works (the helper is found beside the test binary's directory).
+    let auto = Config {
+        fuse_helper: fuse.fuse_helper,
+        ..Config::default()
+    };
+    let d = DirDriver::new(tmp.path().join("dir"), auto).unwrap();
+    assert_eq!(d.mount_mode(), MountMode::Fuse);
 }

@@ -38,7 +38,7 @@ fn scenario(home: &Path) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let d = DirDriver::new(home.join("dir"), Config::default()).unwrap();
+        let d = DirDriver::new(home.join("dir"), common::copy_mode()).unwrap();
         let none = CreateOpts::default();
         d.create_rw(&id("base"), None, &none).await.unwrap();
         let v = d.get(&id("base"), &MountOpts::default()).await.unwrap();

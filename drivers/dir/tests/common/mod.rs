@@ -11,7 +11,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use strata_driver_api::{CreateOpts, Driver, LayerId, MountOpts};
-use strata_driver_dir::{Config, DirDriver};
+use strata_driver_dir::{Config, DirDriver, MountMode};
 
 pub fn id(s: &str) -> LayerId {
     LayerId::new(s).unwrap()
@@ -25,7 +25,7 @@ pub struct Fixture {
 impl Fixture {
     pub fn new() -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
-        let drv = DirDriver::new(tmp.path().join("dir"), Config::default()).unwrap();
+        let drv = DirDriver::new(tmp.path().join("dir"), copy_mode()).unwrap();
         Fixture { tmp, drv }
     }
 
@@ -35,7 +35,7 @@ impl Fixture {
 
     /// Another driver instance on the same home, as a second process would open it.
     pub fn reopen(&self) -> DirDriver {
-        DirDriver::new(self.home(), Config::default()).unwrap()
+        DirDriver::new(self.home(), copy_mode()).unwrap()
     }
 
     pub fn diff(&self, layer: &str) -> PathBuf {
@@ -197,4 +197,13 @@ pub fn names(root: &Path) -> Vec<String> {
 
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
+}
+
+/// These tests are of the copy mode (the fuse mode's are in union*.rs and the conformance
+/// suite); `auto` would pick fuse where it works.
+pub fn copy_mode() -> Config {
+    Config {
+        mount: MountMode::Copy,
+        ..Config::default()
+    }
 }

@@ -1,0 +1,350 @@
+//! The operations that change nothing: lookup, attributes, directory listings, opening and
+//! reading files, xattrs, statfs.
+
+use std::ffi::OsStr;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use fuser::{BackingId, FileAttr};
+use rustix::fs::{self as rfs, OFlags};
+use rustix::io::Errno;
+
+use crate::sys::Kind;
+use crate::union::Merged;
+
+use super::fs::{DirSnapshot, OpenFile, R, UnionFs, at, lock, to_attr, visible_name};
+use super::tree::ROOT;
+
+/// How an open file is served.
+#[derive(Debug)]
+pub(crate) enum Served {
+    /// Through this server.
+    Plain,
+    /// Through this server, bypassing the page cache: another open of the node passes through
+    /// to an older backing file (before a copy-up).
+    Direct,
+    /// By the kernel, straight from the backing file.
+    Passthrough(Arc<BackingId>),
+}
+
+impl UnionFs {
+    /// The node for `name` in directory `parent` (counting a lookup) and its attributes.
+    pub(crate) fn lookup_name(&self, parent: u64, name: &OsStr) -> R<(u64, FileAttr)> {
+        if !visible_name(name) {
+            return Err(Errno::NOENT);
+        }
+        let listing = self.listing(parent)?;
+        let m = listing.get(name).ok_or(Errno::NOENT)?;
+        let (parent_rel, _, _) = self.locate(parent)?;
+        self.enter(parent, &parent_rel, name, m)
+    }
+
+    /// The node of merged entry `m` (`name` in `parent`, at `parent_rel`), counting a lookup.
+    fn enter(
+        &self,
+        parent: u64,
+        parent_rel: &Path,
+        name: &OsStr,
+        m: &Merged,
+    ) -> R<(u64, FileAttr)> {
+        let known = lock(&self.tree).child(parent, name);
+        if let Some(ino) = known {
+            let attr = self.attr(ino)?;
+            let mut tree = lock(&self.tree);
+            // Still the same node (not renamed over meanwhile): count the lookup.
+            if tree.child(parent, name) == Some(ino) {
+                if let Some(n) = tree.get_mut(ino) {
+                    n.lookups += 1;
+                    return Ok((ino, attr));
+                }
+            }
+        }
+        let st = self.stat_in(m.from, &parent_rel.join(name))?;
+        #[allow(clippy::unnecessary_cast)]
+        let origin = (m.kind != Kind::Dir && st.st_nlink > 1).then_some((
+            m.from,
+            st.st_dev as u64,
+            st.st_ino as u64,
+        ));
+        let ino = lock(&self.tree).enter(parent, name, m, origin);
+        Ok((ino, to_attr(ino, &st)))
+    }
+
+    pub(crate) fn readlink(&self, ino: u64) -> R<Vec<u8>> {
+        let (rel, layer, _) = self.locate(ino)?;
+        let target = rfs::readlinkat(&self.branches[layer].fd, at(&rel), Vec::new())?;
+        Ok(target.into_bytes())
+    }
+
+    /// Snapshots the merged listing of directory `ino` for one open directory.
+    pub(crate) fn open_dir(&self, ino: u64) -> R<u64> {
+        let listing = self.listing(ino)?;
+        let snap: DirSnapshot = Arc::new(
+            listing
+                .iter()
+                .map(|(n, m)| (n.clone(), m.clone()))
+                .collect(),
+        );
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.dirs).insert(fh, snap);
+        Ok(fh)
+    }
+
+    pub(crate) fn release_dir(&self, fh: u64) {
+        lock(&self.dirs).remove(&fh);
+    }
+
+    fn snapshot(&self, fh: u64) -> R<DirSnapshot> {
+        lock(&self.dirs).get(&fh).cloned().ok_or(Errno::BADF)
+    }
+
+    fn parent_of(&self, ino: u64) -> u64 {
+        let tree = lock(&self.tree);
+        tree.get(ino)
+            .and_then(|n| n.links.first())
+            .map_or(ROOT, |l| l.0)
+    }
+
+    /// The entries of open directory `fh` from `offset` on (offsets 0 and 1 are `.` and `..`),
+    /// as (next offset, inode, kind, name); `fill` returns true when the reply is full.
+    pub(crate) fn read_dir(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        mut fill: impl FnMut(u64, u64, Kind, &OsStr) -> bool,
+    ) -> R<()> {
+        let snap = self.snapshot(fh)?;
+        let start = usize::try_from(offset).map_err(|_| Errno::INVAL)?;
+        if start == 0 && fill(1, ino, Kind::Dir, OsStr::new(".")) {
+            return Ok(());
+        }
+        if start <= 1 && fill(2, self.parent_of(ino), Kind::Dir, OsStr::new("..")) {
+            return Ok(());
+        }
+        for (i, (name, m)) in snap.iter().enumerate().skip(start.saturating_sub(2)) {
+            // Entries listed without a lookup still get their stable number.
+            let child = {
+                let mut tree = lock(&self.tree);
+                match tree.child(ino, name) {
+                    Some(c) => c,
+                    None => {
+                        let c = tree.enter(ino, name, m, None);
+                        tree.forget(c, 1);
+                        c
+                    }
+                }
+            };
+            if fill(i as u64 + 3, child, m.kind, name) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// As [`read_dir`](Self::read_dir), with each entry's node (counted as looked up) and
+    /// attributes; `fill` returns true when the entry did not fit (its lookup is undone).
+    pub(crate) fn read_dir_plus(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        mut fill: impl FnMut(u64, u64, &OsStr, &FileAttr) -> bool,
+    ) -> R<()> {
+        let snap = self.snapshot(fh)?;
+        let start = usize::try_from(offset).map_err(|_| Errno::INVAL)?;
+        if start <= 1 {
+            // `.` and `..` are not looked up by the kernel: no counts.
+            let dot = self.attr(ino)?;
+            if start == 0 && fill(1, ino, OsStr::new("."), &dot) {
+                return Ok(());
+            }
+            let parent = self.parent_of(ino);
+            let dotdot = self.attr(parent).unwrap_or(dot);
+            if fill(2, parent, OsStr::new(".."), &dotdot) {
+                return Ok(());
+            }
+        }
+        let (rel, _, _) = self.locate(ino)?;
+        for (i, (name, m)) in snap.iter().enumerate().skip(start.saturating_sub(2)) {
+            let (child, attr) = match self.enter(ino, &rel, name, m) {
+                Ok(x) => x,
+                // Removed since the directory was opened.
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(e),
+            };
+            if fill(i as u64 + 3, child, name, &attr) {
+                lock(&self.tree).forget(child, 1);
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens file `ino` (copying it up first when opened for writing) and decides how it is
+    /// served. `register` makes a passthrough registration for a backing file.
+    pub(crate) fn open_file(
+        &self,
+        ino: u64,
+        flags: i32,
+        register: impl FnOnce(&std::fs::File) -> std::io::Result<BackingId>,
+    ) -> R<(u64, Served)> {
+        let raw = flags as u32;
+        let acc = OFlags::from_bits_retain(raw) & OFlags::RWMODE;
+        let trunc = OFlags::from_bits_retain(raw).contains(OFlags::TRUNC);
+        let writing = acc != OFlags::RDONLY || trunc;
+        if writing {
+            self.check_writable()?;
+            self.copy_up(ino)?;
+        }
+        let (rel, layer, kind) = self.locate(ino)?;
+        if kind != Kind::File {
+            return Err(Errno::INVAL);
+        }
+        let keep = OFlags::RWMODE
+            | OFlags::TRUNC
+            | OFlags::DIRECT
+            | OFlags::SYNC
+            | OFlags::DSYNC
+            | OFlags::NOATIME;
+        let mut oflags = OFlags::from_bits_retain(raw) & keep;
+        if self.root {
+            // O_NOATIME is refused for files the caller does not own; root owns all.
+        } else {
+            oflags -= OFlags::NOATIME;
+        }
+        let fd = self.open_in(layer, &rel, oflags)?;
+        let file = std::fs::File::from(fd);
+        let served = self.serve(ino, layer, &file, register);
+        let backing = match &served {
+            Served::Passthrough(b) => Some(Arc::clone(b)),
+            _ => None,
+        };
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.files).insert(fh, Arc::new(OpenFile { file, backing }));
+        Ok((fh, served))
+    }
+
+    /// Passthrough when the kernel agreed to it, reusing the node's registration: all opens of
+    /// one node must pass through to the same backing file. An open of a node whose live
+    /// registration is for another branch's file (one opened before a copy-up) is served
+    /// directly instead.
+    fn serve(
+        &self,
+        ino: u64,
+        layer: usize,
+        file: &std::fs::File,
+        register: impl FnOnce(&std::fs::File) -> std::io::Result<BackingId>,
+    ) -> Served {
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return Served::Plain;
+        }
+        let mut map = lock(&self.backing);
+        if let Some((l, weak)) = map.get(&ino) {
+            if let Some(id) = weak.upgrade() {
+                return if *l == layer {
+                    Served::Passthrough(id)
+                } else {
+                    Served::Direct
+                };
+            }
+        }
+        match register(file) {
+            Ok(id) => {
+                let id = Arc::new(id);
+                map.insert(ino, (layer, Arc::downgrade(&id)));
+                Served::Passthrough(id)
+            }
+            Err(_) => Served::Plain,
+        }
+    }
+
+    pub(crate) fn file(&self, fh: u64) -> R<Arc<OpenFile>> {
+        lock(&self.files).get(&fh).cloned().ok_or(Errno::BADF)
+    }
+
+    pub(crate) fn release_file(&self, ino: u64, fh: u64) {
+        let gone = lock(&self.files).remove(&fh);
+        let passed_through = gone.is_some_and(|f| f.backing.is_some());
+        // The registration is dropped with its last open (the `gone` above); forget it then.
+        if passed_through {
+            let mut map = lock(&self.backing);
+            if map.get(&ino).is_some_and(|(_, w)| w.strong_count() == 0) {
+                map.remove(&ino);
+            }
+        }
+    }
+
+    /// Reads up to `size` bytes at `offset` (fewer only at the end of the file).
+    pub(crate) fn read(&self, fh: u64, offset: u64, size: u32) -> R<Vec<u8>> {
+        let f = self.file(fh)?;
+        let mut buf = vec![0u8; size as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            match f.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_errno(&e)),
+            }
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+
+    pub(crate) fn getxattr(&self, ino: u64, name: &OsStr, size: u32) -> R<XattrReply> {
+        let (rel, layer, _) = self.locate(ino)?;
+        let path = self.branch_paths[layer].join(&rel);
+        if size == 0 {
+            return Ok(XattrReply::Size(rfs::lgetxattr_query(&path, name)? as u32));
+        }
+        let mut buf = vec![0u8; size as usize];
+        let n = rfs::lgetxattr(&path, name, &mut buf)?;
+        buf.truncate(n);
+        Ok(XattrReply::Data(buf))
+    }
+
+    pub(crate) fn listxattr(&self, ino: u64, size: u32) -> R<XattrReply> {
+        let (rel, layer, _) = self.locate(ino)?;
+        let path = self.branch_paths[layer].join(&rel);
+        if size == 0 {
+            return Ok(XattrReply::Size(rfs::llistxattr_query(&path)? as u32));
+        }
+        let mut buf = vec![0u8; size as usize];
+        let n = rfs::llistxattr(&path, &mut buf)?;
+        buf.truncate(n);
+        Ok(XattrReply::Data(buf))
+    }
+
+    /// The upper branch's file system: where the view's writes go.
+    pub(crate) fn statfs(&self) -> R<rfs::StatVfs> {
+        rfs::fstatvfs(self.upper())
+    }
+
+    /// `lseek` for `SEEK_DATA`/`SEEK_HOLE` (the kernel does the others itself).
+    pub(crate) fn lseek(&self, fh: u64, offset: i64, whence: i32) -> R<i64> {
+        let f = self.file(fh)?;
+        let pos = match whence {
+            3 => rfs::SeekFrom::Data(offset as u64),
+            4 => rfs::SeekFrom::Hole(offset as u64),
+            0 => rfs::SeekFrom::Start(offset as u64),
+            1 => rfs::SeekFrom::Current(offset),
+            2 => rfs::SeekFrom::End(offset),
+            _ => return Err(Errno::INVAL),
+        };
+        Ok(rfs::seek(&f.file, pos)? as i64)
+    }
+}
+
+/// The answer to a getxattr or listxattr.
+#[derive(Debug)]
+pub(crate) enum XattrReply {
+    Size(u32),
+    Data(Vec<u8>),
+}
+
+pub(crate) fn io_errno(e: &std::io::Error) -> Errno {
+    e.raw_os_error().map_or(Errno::IO, Errno::from_raw_os_error)
+}

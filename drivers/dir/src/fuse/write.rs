@@ -1,0 +1,621 @@
+//! The operations that change the view, all in branch 0 (the layer's own diff directory), in
+//! AUFS form: copy-up before any change to a lower node, `.wh.<name>` for a removed lower
+//! name, `.wh..wh..opq` in a directory made over a whiteout.
+//!
+//! Every change of branch 0's names runs under the `ns` mutex, so the cached listings and the
+//! inode table move from one consistent state to the next; reads and writes of open files
+//! never take it. A copy-up is built in the work directory and renamed into place, so a crash
+//! leaves either the lower file showing or the whole copy, never half of one.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use fuser::{FileAttr, TimeOrNow};
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, Timespec, Timestamps};
+use rustix::io::Errno;
+use strata_driver_api::archive::whiteout;
+
+use crate::sys::{self, Kind};
+use crate::union::Merged;
+
+use super::fs::{R, UnionFs, errno_of, lock, visible_name};
+use super::read::io_errno;
+use super::tree::ROOT;
+
+/// Who asked: a node made through the mount is given to them (when the server may).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// What `setattr` changes.
+#[derive(Debug, Default)]
+pub(crate) struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeOrNow>,
+    pub mtime: Option<TimeOrNow>,
+    pub fh: Option<u64>,
+}
+
+/// A new node's kind and how to make it.
+#[derive(Debug)]
+pub(crate) enum Make<'a> {
+    Dir(u32),
+    File(u32),
+    Symlink(&'a Path),
+    Node(u32, u64),
+}
+
+fn split(rel: &Path) -> (&Path, &OsStr) {
+    (
+        rel.parent().unwrap_or(Path::new("")),
+        rel.file_name().unwrap_or(OsStr::new(".")),
+    )
+}
+
+impl UnionFs {
+    /// Copies node `ino` (and the directories above it) up into branch 0 unless it is there.
+    pub(crate) fn copy_up(&self, ino: u64) -> R<()> {
+        if self.locate(ino)?.1 == 0 {
+            return Ok(());
+        }
+        let _ns = lock(&self.ns);
+        self.copy_up_locked(ino)
+    }
+
+    fn copy_up_locked(&self, ino: u64) -> R<()> {
+        let chain = {
+            let tree = lock(&self.tree);
+            let mut chain = Vec::new();
+            let mut at = ino;
+            while at != ROOT {
+                let node = tree.get(at).ok_or(Errno::NOENT)?;
+                if node.layer == 0 {
+                    break;
+                }
+                chain.push(at);
+                at = node.links.first().ok_or(Errno::NOENT)?.0;
+            }
+            chain
+        };
+        for n in chain.into_iter().rev() {
+            self.copy_up_one(n)?;
+        }
+        Ok(())
+    }
+
+    /// Copies one node whose parent directory is in branch 0 already.
+    fn copy_up_one(&self, ino: u64) -> R<()> {
+        let (rel, layer, kind) = self.locate(ino)?;
+        if layer == 0 {
+            return Ok(());
+        }
+        let links = lock(&self.tree)
+            .get(ino)
+            .map(|n| n.links.clone())
+            .unwrap_or_default();
+        let (parent_rel, name) = split(&rel);
+        let upper_parent = self.upper_dir(parent_rel)?;
+        let src_parent = self.open_in(layer, parent_rel, OFlags::RDONLY | OFlags::DIRECTORY)?;
+        let src_path = self.branch_paths[layer].join(&rel);
+        let dst_path = self.branch_paths[0].join(&rel);
+        if kind == Kind::Dir {
+            rfs::mkdirat(&upper_parent, name, Mode::from_raw_mode(0o700))?;
+            let made = rfs::openat(&upper_parent, name, dir_flags(), Mode::empty())?;
+            let src = rfs::openat(&src_parent, name, dir_flags(), Mode::empty())?;
+            self.copier
+                .copy_dir_meta(src.as_fd(), made.as_fd(), &src_path, &dst_path)
+                .map_err(|e| errno_of(&e))?;
+        } else {
+            let meta =
+                sys::stat_at(src_parent.as_fd(), name, &src_path).map_err(|e| errno_of(&e))?;
+            let tmp = OsString::from(self.tmp_name());
+            let tmp_path = self.work.path.join(&tmp);
+            let copied = self
+                .copier
+                .copy_node(
+                    src_parent.as_fd(),
+                    name,
+                    &meta,
+                    self.work.fd.as_fd(),
+                    &tmp,
+                    &src_path,
+                    &tmp_path,
+                )
+                .map_err(|e| errno_of(&e))
+                .and_then(|()| rfs::renameat(&self.work.fd, &tmp, &upper_parent, name));
+            if let Err(e) = copied {
+                let _ = rfs::unlinkat(&self.work.fd, &tmp, AtFlags::empty());
+                return Err(e);
+            }
+            // The node's other names (links of one lower inode) become links in branch 0 too.
+            for (p, other) in links.iter().skip(1) {
+                self.copy_up_locked(*p)?;
+                let p_rel = lock(&self.tree).path(*p).ok_or(Errno::NOENT)?;
+                let dir = self.upper_dir(&p_rel)?;
+                match rfs::linkat(&upper_parent, name, &dir, other, AtFlags::empty()) {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        lock(&self.tree).copied_up(ino);
+        Ok(())
+    }
+
+    /// The parent's path and branch-0 directory, for a change of `name` in it.
+    fn upper_parent(&self, parent: u64) -> R<(PathBuf, OwnedFd)> {
+        self.copy_up_locked(parent)?;
+        let rel = self.locate(parent)?.0;
+        let fd = self.upper_dir(&rel)?;
+        Ok((rel, fd))
+    }
+
+    /// Makes `name` in directory `parent`.
+    pub(crate) fn make(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        what: Make<'_>,
+        caller: Caller,
+    ) -> R<(u64, FileAttr)> {
+        self.check_writable()?;
+        if !visible_name(name) {
+            // AUFS refuses to make names it would take for its own.
+            return Err(Errno::PERM);
+        }
+        let _ns = lock(&self.ns);
+        if self.listing(parent)?.contains_key(name) {
+            return Err(Errno::EXIST);
+        }
+        let (_, dir) = self.upper_parent(parent)?;
+        let wh = whiteout::whiteout_name(name);
+        let had_whiteout = rfs::statat(&dir, &wh, AtFlags::SYMLINK_NOFOLLOW).is_ok();
+        let kind = match what {
+            Make::Dir(mode) => {
+                rfs::mkdirat(&dir, name, Mode::from_raw_mode(mode & 0o7777))?;
+                if had_whiteout {
+                    // Over a whiteout: the lower directory of that name stays hidden.
+                    let made = rfs::openat(&dir, name, dir_flags(), Mode::empty())?;
+                    let opq = OsStr::from_bytes(whiteout::OPAQUE.as_bytes());
+                    let marked = sys::make_marker(made.as_fd(), opq, Path::new(opq));
+                    if let Err(e) = marked {
+                        let _ = rfs::unlinkat(&dir, name, AtFlags::REMOVEDIR);
+                        return Err(errno_of(&e));
+                    }
+                }
+                Kind::Dir
+            }
+            Make::File(mode) => {
+                let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
+                rfs::openat(
+                    &dir,
+                    name,
+                    flags | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(mode & 0o7777),
+                )?;
+                Kind::File
+            }
+            Make::Symlink(target) => {
+                rfs::symlinkat(target, &dir, name)?;
+                Kind::Symlink
+            }
+            Make::Node(mode, rdev) => {
+                let ftype = rfs::FileType::from_raw_mode(mode);
+                rfs::mknodat(&dir, name, ftype, Mode::from_raw_mode(mode & 0o7777), rdev)?;
+                Kind::from_mode(mode)
+            }
+        };
+        if self.root {
+            // Inside a set-group-ID directory the file system gave the directory's group.
+            let setgid = rfs::fstat(&dir).is_ok_and(|st| st.st_mode & 0o2000 != 0);
+            let gid = (!setgid).then(|| rfs::Gid::from_raw(caller.gid));
+            let owned = rfs::chownat(
+                &dir,
+                name,
+                Some(rfs::Uid::from_raw(caller.uid)),
+                gid,
+                AtFlags::SYMLINK_NOFOLLOW,
+            );
+            if let Err(e) = owned {
+                let flag = if kind == Kind::Dir {
+                    AtFlags::REMOVEDIR
+                } else {
+                    AtFlags::empty()
+                };
+                let _ = remove_upper_dir_contents(&dir, name, kind);
+                let _ = rfs::unlinkat(&dir, name, flag);
+                return Err(e);
+            }
+        }
+        if had_whiteout {
+            unlink_quiet(&dir, &wh)?;
+        }
+        let ino = {
+            let mut tree = lock(&self.tree);
+            if let Some(l) = tree.listing_mut(parent) {
+                l.insert(name.to_os_string(), new_entry(name, kind, had_whiteout));
+            }
+            tree.insert_new(parent, name, kind)
+        };
+        Ok((ino, self.attr(ino)?))
+    }
+
+    /// Removes the non-directory `name` (`dir == false`) or the empty directory `name`.
+    pub(crate) fn remove(&self, parent: u64, name: &OsStr, dir: bool) -> R<()> {
+        self.check_writable()?;
+        if !visible_name(name) {
+            return Err(Errno::NOENT);
+        }
+        let _ns = lock(&self.ns);
+        let m = self
+            .listing(parent)?
+            .get(name)
+            .cloned()
+            .ok_or(Errno::NOENT)?;
+        match (dir, m.kind == Kind::Dir) {
+            (false, true) => return Err(Errno::ISDIR),
+            (true, false) => return Err(Errno::NOTDIR),
+            _ => {}
+        }
+        if dir {
+            let child = self.child_node(parent, name, &m);
+            if !self.listing(child)?.is_empty() {
+                return Err(Errno::NOTEMPTY);
+            }
+        }
+        let (_, upper) = self.upper_parent(parent)?;
+        if m.from == 0 {
+            if dir {
+                remove_upper_dir_contents(&upper, name, Kind::Dir)?;
+                rfs::unlinkat(&upper, name, AtFlags::REMOVEDIR)?;
+            } else {
+                rfs::unlinkat(&upper, name, AtFlags::empty())?;
+            }
+        }
+        if m.lower {
+            let wh = whiteout::whiteout_name(name);
+            sys::make_marker(upper.as_fd(), &wh, Path::new(&wh)).map_err(|e| errno_of(&e))?;
+        }
+        let mut tree = lock(&self.tree);
+        if let Some(l) = tree.listing_mut(parent) {
+            l.remove(name);
+        }
+        tree.unlink(parent, name);
+        Ok(())
+    }
+
+    /// The node of entry `m` (`name` in `parent`), entered without counting a lookup if the
+    /// kernel has not looked it up.
+    fn child_node(&self, parent: u64, name: &OsStr, m: &Merged) -> u64 {
+        let mut tree = lock(&self.tree);
+        if let Some(c) = tree.child(parent, name) {
+            return c;
+        }
+        let c = tree.enter(parent, name, m, None);
+        tree.forget(c, 1);
+        c
+    }
+
+    /// Renames `name` of `parent` to `new_name` of `new_parent`. A directory that is not
+    /// wholly in branch 0 cannot move (EXDEV: the caller copies it, as with overlayfs without
+    /// `redirect_dir`). `noreplace`: EEXIST if the target exists.
+    pub(crate) fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        new_parent: u64,
+        new_name: &OsStr,
+        noreplace: bool,
+    ) -> R<()> {
+        self.check_writable()?;
+        if !visible_name(name) {
+            return Err(Errno::NOENT);
+        }
+        if !visible_name(new_name) {
+            return Err(Errno::PERM);
+        }
+        let _ns = lock(&self.ns);
+        let m = self
+            .listing(parent)?
+            .get(name)
+            .cloned()
+            .ok_or(Errno::NOENT)?;
+        let target = self.listing(new_parent)?.get(new_name).cloned();
+        if target.is_some() && noreplace {
+            return Err(Errno::EXIST);
+        }
+        if parent == new_parent && name == new_name {
+            return Ok(());
+        }
+        let src = self.child_node(parent, name, &m);
+        if m.kind == Kind::Dir {
+            let only_upper = m.from == 0
+                && !m.lower
+                && lock(&self.tree)
+                    .get(src)
+                    .and_then(|n| n.dir.as_ref())
+                    .is_some_and(|d| d.branches == [0]);
+            if !only_upper {
+                return Err(Errno::XDEV);
+            }
+            // Not into itself or below it.
+            let mut at = new_parent;
+            let tree = lock(&self.tree);
+            while at != ROOT {
+                if at == src {
+                    return Err(Errno::INVAL);
+                }
+                at = tree
+                    .get(at)
+                    .and_then(|n| n.links.first())
+                    .map_or(ROOT, |l| l.0);
+            }
+        }
+        if let Some(t) = &target {
+            match (m.kind == Kind::Dir, t.kind == Kind::Dir) {
+                (false, true) => return Err(Errno::ISDIR),
+                (true, false) => return Err(Errno::NOTDIR),
+                (true, true) => {
+                    let t_node = self.child_node(new_parent, new_name, t);
+                    if !self.listing(t_node)?.is_empty() {
+                        return Err(Errno::NOTEMPTY);
+                    }
+                }
+                (false, false) => {}
+            }
+        }
+        self.copy_up_locked(src)?;
+        let (_, from_dir) = self.upper_parent(parent)?;
+        let (_, to_dir) = self.upper_parent(new_parent)?;
+        let wh_new = whiteout::whiteout_name(new_name);
+        let had_whiteout = rfs::statat(&to_dir, &wh_new, AtFlags::SYMLINK_NOFOLLOW).is_ok();
+        let lower_new = target.as_ref().map_or(had_whiteout, |t| t.lower);
+        if m.kind == Kind::Dir {
+            if let Some(t) = &target {
+                if t.from == 0 {
+                    remove_upper_dir_contents(&to_dir, new_name, Kind::Dir)?;
+                }
+            }
+            if lower_new {
+                // What a lower directory of the new name holds stays hidden.
+                let moved = rfs::openat(&from_dir, name, dir_flags(), Mode::empty())?;
+                let opq = OsStr::from_bytes(whiteout::OPAQUE.as_bytes());
+                sys::make_marker(moved.as_fd(), opq, Path::new(opq)).map_err(|e| errno_of(&e))?;
+            }
+        }
+        rfs::renameat(&from_dir, name, &to_dir, new_name)?;
+        if m.lower {
+            let wh = whiteout::whiteout_name(name);
+            sys::make_marker(from_dir.as_fd(), &wh, Path::new(&wh)).map_err(|e| errno_of(&e))?;
+        }
+        if had_whiteout {
+            unlink_quiet(&to_dir, &wh_new)?;
+        }
+        let mut tree = lock(&self.tree);
+        if let Some(l) = tree.listing_mut(parent) {
+            l.remove(name);
+        }
+        if let Some(l) = tree.listing_mut(new_parent) {
+            l.insert(
+                new_name.to_os_string(),
+                new_entry(new_name, m.kind, lower_new),
+            );
+        }
+        tree.rename(parent, name, new_parent, new_name);
+        Ok(())
+    }
+
+    /// A hard link `new_name` in `new_parent` to node `ino`, both in branch 0.
+    pub(crate) fn link(&self, ino: u64, new_parent: u64, new_name: &OsStr) -> R<(u64, FileAttr)> {
+        self.check_writable()?;
+        if !visible_name(new_name) {
+            return Err(Errno::PERM);
+        }
+        let _ns = lock(&self.ns);
+        if self.listing(new_parent)?.contains_key(new_name) {
+            return Err(Errno::EXIST);
+        }
+        let (_, _, kind) = self.locate(ino)?;
+        if kind == Kind::Dir {
+            return Err(Errno::PERM);
+        }
+        self.copy_up_locked(ino)?;
+        let (_, to_dir) = self.upper_parent(new_parent)?;
+        let rel = self.locate(ino)?.0;
+        let (src_parent, src_name) = split(&rel);
+        let from_dir = self.upper_dir(src_parent)?;
+        rfs::linkat(&from_dir, src_name, &to_dir, new_name, AtFlags::empty())?;
+        let wh = whiteout::whiteout_name(new_name);
+        let had_whiteout = rfs::statat(&to_dir, &wh, AtFlags::SYMLINK_NOFOLLOW).is_ok();
+        if had_whiteout {
+            unlink_quiet(&to_dir, &wh)?;
+        }
+        {
+            let mut tree = lock(&self.tree);
+            if let Some(l) = tree.listing_mut(new_parent) {
+                l.insert(
+                    new_name.to_os_string(),
+                    new_entry(new_name, kind, had_whiteout),
+                );
+            }
+            tree.add_link(ino, new_parent, new_name);
+            if let Some(n) = tree.get_mut(ino) {
+                n.lookups += 1;
+            }
+        }
+        Ok((ino, self.attr(ino)?))
+    }
+
+    pub(crate) fn setattr(&self, ino: u64, set: &SetAttr) -> R<FileAttr> {
+        self.check_writable()?;
+        self.copy_up(ino)?;
+        let (rel, _, kind) = self.locate(ino)?;
+        let (parent_rel, name) = split(&rel);
+        let dir = self.upper_dir(parent_rel)?;
+        if let Some(mode) = set.mode {
+            // chmod follows a symlink; a symlink's mode means nothing anyway.
+            if kind != Kind::Symlink {
+                rfs::chmodat(
+                    &dir,
+                    name,
+                    Mode::from_raw_mode(mode & 0o7777),
+                    AtFlags::empty(),
+                )?;
+            }
+        }
+        if set.uid.is_some() || set.gid.is_some() {
+            rfs::chownat(
+                &dir,
+                name,
+                set.uid.map(rfs::Uid::from_raw),
+                set.gid.map(rfs::Gid::from_raw),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+        }
+        if let Some(size) = set.size {
+            if kind != Kind::File {
+                return Err(Errno::INVAL);
+            }
+            match set.fh.map(|fh| self.file(fh)) {
+                Some(Ok(f)) => rfs::ftruncate(&f.file, size)?,
+                _ => rfs::ftruncate(self.open_in(0, &rel, OFlags::WRONLY)?, size)?,
+            }
+        }
+        if set.atime.is_some() || set.mtime.is_some() {
+            let times = Timestamps {
+                last_access: timespec(set.atime),
+                last_modification: timespec(set.mtime),
+            };
+            rfs::utimensat(&dir, name, &times, AtFlags::SYMLINK_NOFOLLOW)?;
+        }
+        self.attr(ino)
+    }
+
+    pub(crate) fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> R<()> {
+        self.check_writable()?;
+        self.copy_up(ino)?;
+        let path = self.branch_paths[0].join(self.locate(ino)?.0);
+        let flags = rfs::XattrFlags::from_bits_retain(flags as u32);
+        rfs::lsetxattr(&path, name, value, flags)
+    }
+
+    pub(crate) fn removexattr(&self, ino: u64, name: &OsStr) -> R<()> {
+        self.check_writable()?;
+        // Nothing to remove: no copy-up for nothing.
+        let (rel, layer, _) = self.locate(ino)?;
+        rfs::lgetxattr_query(self.branch_paths[layer].join(&rel), name)?;
+        self.copy_up(ino)?;
+        let path = self.branch_paths[0].join(self.locate(ino)?.0);
+        rfs::lremovexattr(&path, name)
+    }
+
+    pub(crate) fn write(&self, fh: u64, offset: u64, data: &[u8]) -> R<u32> {
+        self.check_writable()?;
+        let f = self.file(fh)?;
+        f.file
+            .write_all_at(data, offset)
+            .map_err(|e| io_errno(&e))?;
+        Ok(data.len() as u32)
+    }
+
+    pub(crate) fn fsync(&self, fh: u64, datasync: bool) -> R<()> {
+        let f = self.file(fh)?;
+        if datasync {
+            rfs::fdatasync(&f.file)?;
+        } else {
+            rfs::fsync(&f.file)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> R<()> {
+        self.check_writable()?;
+        let f = self.file(fh)?;
+        let flags = rfs::FallocateFlags::from_bits_retain(mode as u32);
+        rfs::fallocate(&f.file, flags, offset, len)
+    }
+}
+
+fn dir_flags() -> OFlags {
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+}
+
+fn new_entry(name: &OsStr, kind: Kind, lower: bool) -> Merged {
+    Merged {
+        name: name.to_os_string(),
+        from: 0,
+        kind,
+        dir_branches: if kind == Kind::Dir {
+            vec![0]
+        } else {
+            Vec::new()
+        },
+        lower,
+    }
+}
+
+fn unlink_quiet(dir: &OwnedFd, name: &OsStr) -> R<()> {
+    match rfs::unlinkat(dir, name, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Empties branch 0's directory `name` of what the view does not show (whiteouts and
+/// markers), so that it can be removed or replaced. The view showed it empty: nothing else is
+/// in it.
+fn remove_upper_dir_contents(parent: &OwnedFd, name: &OsStr, kind: Kind) -> R<()> {
+    if kind != Kind::Dir {
+        return Ok(());
+    }
+    let dir = rfs::openat(parent, name, dir_flags(), Mode::empty())?;
+    let listing = sys::list(dir.as_fd(), Path::new(name)).map_err(|e| errno_of(&e))?;
+    for ent in listing {
+        if !sys::is_wh_name(&ent.name) || ent.kind == Kind::Dir {
+            return Err(Errno::NOTEMPTY);
+        }
+        unlink_quiet(&dir, &ent.name)?;
+    }
+    Ok(())
+}
+
+fn timespec(t: Option<TimeOrNow>) -> Timespec {
+    match t {
+        None => Timespec {
+            tv_sec: 0,
+            tv_nsec: rfs::UTIME_OMIT,
+        },
+        Some(TimeOrNow::Now) => Timespec {
+            tv_sec: 0,
+            tv_nsec: rfs::UTIME_NOW,
+        },
+        Some(TimeOrNow::SpecificTime(t)) => {
+            let (sec, nsec) = match t.duration_since(UNIX_EPOCH) {
+                Ok(d) => (d.as_secs() as i64, d.subsec_nanos() as i64),
+                Err(e) => {
+                    let d = e.duration();
+                    let mut sec = -(d.as_secs() as i64);
+                    let mut nsec = -(d.subsec_nanos() as i64);
+                    if nsec < 0 {
+                        sec -= 1;
+                        nsec += 1_000_000_000;
+                    }
+                    (sec, nsec)
+                }
+            };
+            Timespec {
+                tv_sec: sec,
+                tv_nsec: nsec as _,
+            }
+        }
+    }
+}
