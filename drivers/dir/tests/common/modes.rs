@@ -11,17 +11,12 @@ use strata_driver_dir::{Config, DirDriver, MountMode};
 
 use super::{describe, id};
 
-/// The fuse mode's config.
-///
-/// The helper program `strata-dir-fuse` is not a target of this crate yet, so `fuse_helper` is
-/// `None` here (the driver looks the helper up). When the fuse mode is merged, switch this to
-/// `fuse_helper: Some(PathBuf::from(env!("CARGO_BIN_EXE_strata-dir-fuse")))`, so that the
-/// tests always run the helper built with them.
+/// The fuse mode's config, with the helper built with these tests.
 #[allow(clippy::needless_update)] // the fuse mode may add fields; they keep their defaults
 pub fn fuse_config() -> Config {
     Config {
         mount: MountMode::Fuse,
-        fuse_helper: None,
+        fuse_helper: Some(PathBuf::from(env!("CARGO_BIN_EXE_strata-dir-fuse"))),
         ..Config::default()
     }
 }
