@@ -10,7 +10,7 @@ use std::path::Path;
 
 use common::*;
 use strata_driver_api::{CreateOpts, Driver, MountOpts};
-use strata_driver_dir::{Config, DirDriver};
+use strata_driver_dir::DirDriver;
 
 const NOBODY: u32 = 65534;
 
