@@ -15,7 +15,7 @@ use common::modes::{
     wait_for,
 };
 use common::*;
-use strata_driver_api::{CreateOpts, Driver, ErrorKind, MountOpts};
+use strata_driver_api::{CreateOpts, Driver, MountOpts};
 use strata_driver_dir::{DirDriver, MountMode};
 
 struct Paths {
