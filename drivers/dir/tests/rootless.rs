@@ -10,11 +10,11 @@ use std::path::Path;
 
 use common::*;
 use strata_driver_api::{CreateOpts, Driver, MountOpts};
-use strata_driver_dir::DirDriver;
+use strata_driver_dir::{Config, DirDriver, MountMode};
 
 const NOBODY: u32 = 65534;
 
-fn as_unprivileged(home: &Path, scenario: fn(&Path)) {
+fn as_unprivileged(home: &Path, scenario: fn(&Path, Config), config: Config) {
     let home = home.to_path_buf();
     std::thread::spawn(move || {
         if is_root() {
@@ -26,19 +26,27 @@ fn as_unprivileged(home: &Path, scenario: fn(&Path)) {
             set_thread_res_uid(u, u, u).unwrap();
         }
         assert!(!is_root());
-        scenario(&home);
+        scenario(&home, config);
     })
     .join()
     .unwrap();
 }
 
-fn scenario(home: &Path) {
+fn scenario(home: &Path, config: Config) {
+    if config.mount == MountMode::Fuse {
+        if let Err(why) = strata_driver_dir::fuse::usable() {
+            eprintln!(
+                "SKIPPED: unprivileged_user_round_trip_fuse: FUSE is not usable by uid {NOBODY}: {why}"
+            );
+            return;
+        }
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let d = DirDriver::new(home.join("dir"), common::copy_mode()).unwrap();
+        let d = DirDriver::new(home.join("dir"), config).unwrap();
         let none = CreateOpts::default();
         d.create_rw(&id("base"), None, &none).await.unwrap();
         let v = d.get(&id("base"), &MountOpts::default()).await.unwrap();
@@ -92,8 +100,7 @@ fn describe_paths(root: &Path) -> Vec<String> {
     out
 }
 
-#[test]
-fn unprivileged_user_round_trip() {
+fn unprivileged_home() -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     if is_root() {
         let t = tmp.path();
@@ -104,5 +111,22 @@ fn unprivileged_user_round_trip() {
         )
         .unwrap();
     }
-    as_unprivileged(tmp.path(), scenario);
+    tmp
+}
+
+#[test]
+fn unprivileged_user_round_trip() {
+    let tmp = unprivileged_home();
+    as_unprivileged(tmp.path(), scenario, common::copy_mode());
+}
+
+/// The same as an unprivileged user's FUSE views: mounted and unmounted through fusermount3.
+#[test]
+fn unprivileged_user_round_trip_fuse() {
+    let tmp = unprivileged_home();
+    let fuse = Config {
+        mount: MountMode::Fuse,
+        fuse_helper: Some(env!("CARGO_BIN_EXE_strata-dir-fuse").into()),
+    };
+    as_unprivileged(tmp.path(), scenario, fuse);
 }

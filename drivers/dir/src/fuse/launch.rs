@@ -76,19 +76,18 @@ pub fn find_helper(configured: Option<&Path>) -> Result<PathBuf> {
     })
 }
 
-/// Whether this process can mount FUSE file systems: as root, /dev/fuse opens; otherwise
-/// /dev/fuse is there and fusermount3 (set-user-ID root, package fuse3) to open it and mount.
+/// Whether this process can mount FUSE file systems: /dev/fuse opens read-write, and without
+/// root, fusermount3 (package fuse3) is there to mount (as rootless Podman needs; a
+/// /dev/fuse only root may open, as on some hosts, rules an unprivileged user out).
 pub fn usable() -> std::result::Result<(), String> {
-    if rustix::process::geteuid().is_root() {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/fuse")
-            .map_err(|e| format!("/dev/fuse: {e}"))?;
-        return Ok(());
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .map_err(|e| format!("/dev/fuse: {e}"))?;
+    if !rustix::process::geteuid().is_root() {
+        which("fusermount3").ok_or("fusermount3 not found (package fuse3)")?;
     }
-    std::fs::metadata("/dev/fuse").map_err(|e| format!("/dev/fuse: {e}"))?;
-    which("fusermount3").ok_or("fusermount3 not found (package fuse3)")?;
     Ok(())
 }
 

@@ -203,12 +203,9 @@ impl UnionFs {
         if kind != Kind::File {
             return Err(Errno::INVAL);
         }
-        let keep = OFlags::RWMODE
-            | OFlags::TRUNC
-            | OFlags::DIRECT
-            | OFlags::SYNC
-            | OFlags::DSYNC
-            | OFlags::NOATIME;
+        // Not O_DIRECT: the kernel's requests are not aligned for it (FUSE has its own
+        // direct I/O), nor O_APPEND: the kernel gives every write its offset.
+        let keep = OFlags::RWMODE | OFlags::TRUNC | OFlags::SYNC | OFlags::DSYNC | OFlags::NOATIME;
         let mut oflags = OFlags::from_bits_retain(raw) & keep;
         if self.root {
             // O_NOATIME is refused for files the caller does not own; root owns all.

@@ -17,6 +17,8 @@
 
 use std::ffi::OsString;
 use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::Ordering;
@@ -148,26 +150,34 @@ fn serve(args: Args) -> ExitCode {
     };
     let writable = fs.writable.clone();
     let root = rustix::process::geteuid().is_root();
-    let mut options = vec![
-        MountOption::FSName(args.fsname.clone()),
-        MountOption::Subtype("strata-dir".into()),
-        MountOption::DefaultPermissions,
-    ];
-    if root {
-        options.extend([MountOption::Dev, MountOption::Suid]);
-    }
     let mut config = Config::default();
-    config.mount_options = options;
-    // Anyone may use a view root made (containers run as other users); an unprivileged
-    // user's mount is theirs alone (allow_other needs user_allow_other in /etc/fuse.conf).
-    config.acl = if root {
-        SessionACL::All
-    } else {
-        SessionACL::Owner
-    };
     config.n_threads = Some(4);
     config.clone_fd = true;
-    let session = match Session::new(fs, &args.mountpoint, &config) {
+    let session = if root {
+        let mut options = vec![
+            MountOption::FSName(args.fsname.clone()),
+            MountOption::Subtype("strata-dir".into()),
+            MountOption::DefaultPermissions,
+            MountOption::Dev,
+            MountOption::Suid,
+        ];
+        options.shrink_to_fit();
+        config.mount_options = options;
+        // Anyone may use a view root made: containers run as other users.
+        config.acl = SessionACL::All;
+        Session::new(fs, &args.mountpoint, &config)
+    } else {
+        // fusermount3 opens /dev/fuse and mounts for an unprivileged user (who may not open
+        // /dev/fuse at all). The view is the user's alone: allow_other would need
+        // user_allow_other in /etc/fuse.conf.
+        let opts = format!(
+            "fsname={},subtype=strata-dir,default_permissions",
+            args.fsname
+        );
+        fusermount_fd(&args.mountpoint, &opts)
+            .and_then(|fd| Session::from_fd(fs, fd, SessionACL::Owner, config))
+    };
+    let session = match session {
         Ok(s) => s,
         Err(e) => {
             return report_error(&format!("mount {} (fuse): {e}", args.mountpoint.display()));
@@ -208,6 +218,45 @@ fn serve(args: Args) -> ExitCode {
             ExitCode::FAILURE
         }
         Err(_) => ExitCode::FAILURE,
+    }
+}
+
+/// Mounts through fusermount3 and returns the /dev/fuse descriptor it passes back over a
+/// socket (`_FUSE_COMMFD`, libfuse's protocol).
+fn fusermount_fd(mountpoint: &std::path::Path, opts: &str) -> std::io::Result<OwnedFd> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, recvmsg};
+    let (ours, theirs) = UnixStream::pair()?;
+    // fusermount3 inherits its end (this process has no other thread starting programs).
+    rustix::io::fcntl_setfd(&theirs, rustix::io::FdFlags::empty())?;
+    let mut child = Command::new("fusermount3")
+        .arg("-o")
+        .arg(opts)
+        .arg("--")
+        .arg(mountpoint)
+        .env("_FUSE_COMMFD", theirs.as_raw_fd().to_string())
+        .stdin(Stdio::null())
+        .spawn()?;
+    drop(theirs);
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut byte = [0u8; 1];
+    let received = recvmsg(
+        &ours,
+        &mut [std::io::IoSliceMut::new(&mut byte)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    );
+    let fd = control.drain().find_map(|m| match m {
+        RecvAncillaryMessage::ScmRights(mut fds) => fds.next(),
+        _ => None,
+    });
+    let status = child.wait()?;
+    received?;
+    match fd {
+        Some(fd) if status.success() => Ok(fd),
+        _ => Err(std::io::Error::other(format!(
+            "fusermount3 failed ({status})"
+        ))),
     }
 }
 
