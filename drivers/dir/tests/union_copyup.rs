@@ -19,6 +19,8 @@ per_mode!(
     copy_up_keeps_mode_owner_times_and_xattrs,
     hard_links_stay_linked_through_a_copy_up,
     a_write_in_the_middle_of_a_1gib_lower_file,
+    a_lower_directory_copies_up_without_turning_opaque,
+    large_sequential_writes_and_reads,
 );
 
 fn xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
@@ -381,4 +383,72 @@ async fn a_write_in_the_middle_of_a_1gib_lower_file(f: U) {
         used < 64 << 20,
         "the copy-up stays sparse: {used} bytes allocated"
     );
+}
+
+async fn a_lower_directory_copies_up_without_turning_opaque(f: U) {
+    f.image(
+        "l0",
+        None,
+        tar(&[T::F("d/a", "a"), T::F("d/sub/b", "b"), T::F("x/c", "c")]),
+    )
+    .await;
+    f.container("c", Some("l0")).await;
+    let v = f.get("c").await;
+    fs::set_permissions(v.join("d"), fs::Permissions::from_mode(0o700)).unwrap();
+    rustix::fs::setxattr(v.join("x"), "user.k", b"v", XattrFlags::empty()).unwrap();
+    assert_eq!(fs::metadata(v.join("d")).unwrap().mode() & 0o7777, 0o700);
+    assert_eq!(fs::read_to_string(v.join("d/sub/b")).unwrap(), "b");
+    f.put_last("c").await;
+    // The directories themselves, with their new attributes; not their children, no marker.
+    assert_eq!(names(&f.diff("c")), ["d", "x"]);
+    let d = fs::metadata(f.diff("c").join("d")).unwrap();
+    assert_eq!(d.mode() & 0o7777, 0o700);
+    assert_eq!(
+        xattr(&f.diff("c").join("x"), "user.k").as_deref(),
+        Some(&b"v"[..])
+    );
+    let view = f.fresh_view("c").await;
+    assert!(
+        view.contains_key("d/sub/b") && view.contains_key("x/c"),
+        "{view:?}"
+    );
+}
+
+const BIG_IO: usize = 32 << 20;
+
+async fn large_sequential_writes_and_reads(f: U) {
+    // A 32 MiB lower file, read whole; a 32 MiB new file, written and read in 1 MiB calls.
+    f.container("p", None).await;
+    let pv = f.get("p").await;
+    let lower: Vec<u8> = (0..BIG_IO).map(|i| (i % 251) as u8).collect();
+    fs::write(pv.join("lower"), &lower).unwrap();
+    f.put_last("p").await;
+    f.container("c", Some("p")).await;
+    let v = f.get("c").await;
+    assert!(
+        fs::read(v.join("lower")).unwrap() == lower,
+        "lower file read whole"
+    );
+    let data: Vec<u8> = (0..BIG_IO).map(|i| (i % 253) as u8 ^ 0x5a).collect();
+    let mut w = fs::File::create(v.join("new")).unwrap();
+    for chunk in data.chunks(1 << 20) {
+        w.write_all(chunk).unwrap();
+    }
+    w.sync_all().unwrap();
+    drop(w);
+    let mut got = Vec::with_capacity(BIG_IO);
+    let mut r = fs::File::open(v.join("new")).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut r, &mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    drop(r);
+    assert!(got == data, "32 MiB written and read back");
+    f.put_last("c").await;
+    assert_eq!(names(&f.diff("c")), ["new"]);
+    assert!(fs::read(f.diff("c").join("new")).unwrap() == data);
 }

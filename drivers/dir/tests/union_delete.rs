@@ -16,6 +16,7 @@ use rustix::io::Errno;
 per_mode!(
     deletes_write_whiteouts_and_mkdir_over_one_is_opaque,
     rename_copies_up_and_whites_out_the_old_name,
+    an_open_file_survives_its_unlink,
 );
 
 fn listing(dir: &Path) -> Vec<String> {
@@ -200,4 +201,35 @@ async fn rename_copies_up_and_whites_out_the_old_name(f: U) {
         (0o640, 1_600_000_000, 42)
     );
     assert_eq!(f.fresh_view("c").await, view);
+}
+
+async fn an_open_file_survives_its_unlink(f: U) {
+    f.image(
+        "l0",
+        None,
+        tar(&[T::F("low", "lower text"), T::F("keep", "k")]),
+    )
+    .await;
+    f.container("c", Some("l0")).await;
+    let v = f.get("c").await;
+    put_file(&v, "mine", "my text");
+    let mut low = fs::File::open(v.join("low")).unwrap();
+    let mut mine = fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(v.join("mine"))
+        .unwrap();
+    fs::remove_file(v.join("low")).unwrap();
+    fs::remove_file(v.join("mine")).unwrap();
+    assert_eq!(listing(&v), ["keep"]);
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut low, &mut s).unwrap();
+    assert_eq!(s, "lower text");
+    std::io::Write::write_all(&mut mine, b"+").unwrap();
+    let mut back = [0u8; 8];
+    std::os::unix::fs::FileExt::read_exact_at(&mine, &mut back, 0).unwrap();
+    assert_eq!(&back, b"my text+");
+    drop((low, mine));
+    f.put_last("c").await;
+    assert_eq!(names(&f.diff("c")), [".wh.low"]);
 }

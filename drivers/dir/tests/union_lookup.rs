@@ -19,6 +19,8 @@ per_mode!(
     readdir_merges_each_name_once_and_hides_internals,
     inode_numbers_stay_for_the_life_of_the_mount,
     statfs_reports_the_layer_file_system,
+    read_only_views_refuse_writes_in_fuse_mode,
+    a_deep_chain_resolves_through_every_branch,
 );
 
 fn listing(dir: &Path) -> Vec<String> {
@@ -274,4 +276,88 @@ async fn statfs_reports_the_layer_file_system(f: U) {
         "the view's size is the size of the file system that holds the layer"
     );
     f.put_last("c").await;
+}
+
+async fn read_only_views_refuse_writes_in_fuse_mode(f: U) {
+    f.image("l0", None, tar(&[T::F("f", "f"), T::F("d/g", "g")]))
+        .await;
+    f.container("c", Some("l0")).await;
+    // A read-only get of a container layer, and any get of an image layer.
+    let views = [("c", f.get_ro("c").await), ("l0", f.get("l0").await)];
+    for (layer, v) in &views {
+        let tries: [(&str, std::io::Result<()>); 5] = [
+            ("create", fs::write(v.join("new"), "n")),
+            (
+                "open for writing",
+                fs::OpenOptions::new()
+                    .append(true)
+                    .open(v.join("f"))
+                    .map(drop),
+            ),
+            ("unlink", fs::remove_file(v.join("f"))),
+            ("mkdir", fs::create_dir(v.join("d/sub"))),
+            (
+                "chmod",
+                fs::set_permissions(v.join("d"), fs::Permissions::from_mode(0o700)),
+            ),
+        ];
+        for (what, r) in tries {
+            if f.is_fuse() {
+                let erofs = rustix::io::Errno::ROFS.raw_os_error();
+                assert_eq!(
+                    r.err().and_then(|e| e.raw_os_error()),
+                    Some(erofs),
+                    "{layer}: {what}"
+                );
+            } else {
+                // Copy mode: nothing stops a write to a copied view.
+                r.unwrap();
+            }
+        }
+    }
+    f.put("c").await;
+    f.put_last("l0").await;
+    f.assert_released("c").await;
+    assert!(
+        names(&f.diff("c")).is_empty(),
+        "a read-only view never folds"
+    );
+    if f.is_fuse() {
+        assert_eq!(names(&f.diff("l0")), ["d", "d/g", "f"]);
+    } else {
+        // A writable get of an image layer folds in copy mode.
+        assert_eq!(names(&f.diff("l0")), ["d", "d/g", "d/sub", "new"]);
+    }
+}
+
+async fn a_deep_chain_resolves_through_every_branch(f: U) {
+    let names_: Vec<String> = (0..40).map(|i| format!("l{i:02}")).collect();
+    for (i, n) in names_.iter().enumerate() {
+        let keep = format!("keep/{n}");
+        let tmp = format!("tmp{i}");
+        let prev = format!("tmp{}", i.wrapping_sub(1));
+        let mut e = vec![T::F(&keep, n), T::F("shared", n), T::F(&tmp, n)];
+        if i > 0 {
+            e.push(T::Wh(&prev));
+        }
+        let parent = i.checked_sub(1).map(|p| names_[p].as_str());
+        f.image(n, parent, tar(&e)).await;
+    }
+    f.container("c", Some("l39")).await;
+    let v = f.get("c").await;
+    let keep = listing(&v.join("keep"));
+    assert_eq!(keep, names_);
+    for n in &names_ {
+        assert_eq!(fs::read_to_string(v.join("keep").join(n)).unwrap(), *n);
+    }
+    assert_eq!(fs::read_to_string(v.join("shared")).unwrap(), "l39");
+    assert_eq!(listing(&v), ["keep", "shared", "tmp39"]);
+    // A write to a file from the bottom of the chain.
+    put_file(&v, "keep/l00", "top");
+    f.put_last("c").await;
+    assert_eq!(names(&f.diff("c")), ["keep", "keep/l00"]);
+    assert_eq!(
+        fs::read_to_string(f.diff("l00").join("keep/l00")).unwrap(),
+        "l00"
+    );
 }
