@@ -220,7 +220,8 @@ impl Filesystem for UnionFs {
                 reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id)
             }
             Ok((fh, Served::Direct)) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
-            Ok((fh, Served::Plain)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            // Contents change only through the mount: the page cache stays valid across opens.
+            Ok((fh, Served::Plain)) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(err(e)),
         }
     }
@@ -297,8 +298,11 @@ impl Filesystem for UnionFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // The kernel may keep listings across opens: it drops them itself on every change
+        // made through the mount, and nothing else changes the branches.
+        let cache = FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE;
         match self.open_dir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(fh) => reply.opened(FileHandle(fh), cache),
             Err(e) => reply.error(err(e)),
         }
     }
@@ -451,9 +455,13 @@ impl Filesystem for UnionFs {
                 FileHandle(fh),
                 FopenFlags::FOPEN_DIRECT_IO,
             ),
-            Ok((fh, Served::Plain)) => {
-                reply.created(&TTL, &attr, GEN, FileHandle(fh), FopenFlags::empty())
-            }
+            Ok((fh, Served::Plain)) => reply.created(
+                &TTL,
+                &attr,
+                GEN,
+                FileHandle(fh),
+                FopenFlags::FOPEN_KEEP_CACHE,
+            ),
             Err(e) => reply.error(err(e)),
         }
     }

@@ -1,9 +1,11 @@
 //! The operations that change nothing: lookup, attributes, directory listings, opening and
 //! reading files, xattrs, statfs.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -38,16 +40,19 @@ impl UnionFs {
         let listing = self.listing(parent)?;
         let m = listing.get(name).ok_or(Errno::NOENT)?;
         let (parent_rel, _, _) = self.locate(parent)?;
-        self.enter(parent, &parent_rel, name, m)
+        self.enter(parent, name, m, || {
+            self.stat_in(m.from, &parent_rel.join(name))
+        })
     }
 
-    /// The node of merged entry `m` (`name` in `parent`, at `parent_rel`), counting a lookup.
+    /// The node of merged entry `m` (`name` in `parent`), counting a lookup; `stat` gives the
+    /// entry's `lstat` in branch `m.from` when the node is new.
     fn enter(
         &self,
         parent: u64,
-        parent_rel: &Path,
         name: &OsStr,
         m: &Merged,
+        stat: impl FnOnce() -> R<rfs::Stat>,
     ) -> R<(u64, FileAttr)> {
         let known = lock(&self.tree).child(parent, name);
         if let Some(ino) = known {
@@ -61,7 +66,7 @@ impl UnionFs {
                 }
             }
         }
-        let st = self.stat_in(m.from, &parent_rel.join(name))?;
+        let st = stat()?;
         #[allow(clippy::unnecessary_cast)]
         let origin = (m.kind != Kind::Dir && st.st_nlink > 1).then_some((
             m.from,
@@ -168,8 +173,20 @@ impl UnionFs {
             }
         }
         let (rel, _, _) = self.locate(ino)?;
+        // The directory in each branch, opened once for the whole reply.
+        let mut dirs: HashMap<usize, OwnedFd> = HashMap::new();
         for (i, (name, m)) in snap.iter().enumerate().skip(start.saturating_sub(2)) {
-            let (child, attr) = match self.enter(ino, &rel, name, m) {
+            let stat = || -> R<rfs::Stat> {
+                let dir = match dirs.entry(m.from) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => {
+                        let flags = OFlags::RDONLY | OFlags::DIRECTORY;
+                        e.insert(self.open_in(m.from, &rel, flags)?)
+                    }
+                };
+                rfs::statat(&*dir, name, rfs::AtFlags::SYMLINK_NOFOLLOW)
+            };
+            let (child, attr) = match self.enter(ino, name, m, stat) {
                 Ok(x) => x,
                 // Removed since the directory was opened.
                 Err(Errno::NOENT) => continue,
