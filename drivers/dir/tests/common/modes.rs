@@ -160,8 +160,8 @@ pub fn fuse_mounts_under(root: &Path) -> Vec<MountInfo> {
         .collect()
 }
 
-/// The processes (other than this one) whose command line contains `needle`, with their
-/// command lines.
+/// The processes (other than this one) whose command line names the path `needle` (or a path
+/// under it), with their command lines.
 pub fn processes_naming(needle: &Path) -> Vec<(i32, String)> {
     let me = std::process::id() as i32;
     let needle = needle.as_os_str().as_encoded_bytes();
@@ -179,12 +179,24 @@ pub fn processes_naming(needle: &Path) -> Vec<(i32, String)> {
         let Ok(cmd) = std::fs::read(ent.path().join("cmdline")) else {
             continue;
         };
-        if cmd.windows(needle.len()).any(|w| w == needle) {
+        if names_path(&cmd, needle) {
             let shown = String::from_utf8_lossy(&cmd).replace('\0', " ");
             out.push((pid, shown.trim_end().to_string()));
         }
     }
     out
+}
+
+/// Whether `needle` occurs in `cmd` as a whole path: followed by nothing, `/`, or a separator
+/// (so `/x/mnt/c` does not match `/x/mnt/c2`).
+fn names_path(cmd: &[u8], needle: &[u8]) -> bool {
+    (0..cmd.len().saturating_sub(needle.len()) + 1).any(|i| {
+        cmd[i..].starts_with(needle)
+            && matches!(
+                cmd.get(i + needle.len()),
+                None | Some(b'\0' | b'/' | b',' | b':' | b' ' | b'=')
+            )
+    })
 }
 
 pub fn kill(pid: i32) {
