@@ -228,6 +228,11 @@ impl UnionFs {
         }
         let fd = self.open_in(layer, &rel, oflags)?;
         let file = std::fs::File::from(fd);
+        if !writing {
+            // Requests come in parallel and may reach the file out of order: tell the page
+            // cache to read ahead as for one sequential reader.
+            let _ = rfs::fadvise(&file, 0, None, rfs::Advice::Sequential);
+        }
         let served = self.serve(ino, layer, &file, register);
         let backing = match &served {
             Served::Passthrough(b) => Some(Arc::clone(b)),
