@@ -292,6 +292,7 @@ impl Layout {
     /// it, so the first instance after a crash sweeps.
     pub(crate) fn attach(&self) -> Result<fs::File> {
         use rustix::fs::{FlockOperation, flock};
+        self.detach_dead_views()?;
         let path = self.home.join("lock");
         let file = fs::OpenOptions::new()
             .read(true)
@@ -320,14 +321,6 @@ impl Layout {
     /// mountpoint whose view never committed. A fold that crashed between its two renames (on
     /// a file system without `RENAME_EXCHANGE`) is rolled back to the previous diff.
     pub(crate) fn sweep(&self) -> Result<()> {
-        // A FUSE view whose server died leaves a mount that fails every call with ENOTCONN
-        // (and would fail the sweep): detach those first.
-        for name in names(&self.sub("mnt"))? {
-            let path = self.sub("mnt").join(&name);
-            if crate::fuse::launch::liveness(&path)? == crate::fuse::launch::Liveness::Dead {
-                crate::fuse::launch::detach(&path)?;
-            }
-        }
         for sub in SUBDIRS {
             let dir = self.sub(sub);
             for name in names(&dir)? {
@@ -379,6 +372,20 @@ impl Layout {
             };
             if sys::try_lstat(&self.mount_state(&id))?.is_none() {
                 self.reset_mountpoint(&id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Detaches every FUSE view whose server died: such a mount fails every call with ENOTCONN
+    /// ("Transport endpoint is not connected"), and would fail the sweep and any later mount
+    /// there. Always safe, whoever else has the home open: a dead view serves nobody.
+    fn detach_dead_views(&self) -> Result<()> {
+        use crate::fuse::launch::{Liveness, detach, liveness};
+        for name in names(&self.sub("mnt"))? {
+            let path = self.sub("mnt").join(&name);
+            if liveness(&path)? == Liveness::Dead {
+                detach(&path)?;
             }
         }
         Ok(())
