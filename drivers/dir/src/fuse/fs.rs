@@ -211,26 +211,30 @@ impl UnionFs {
         self.open_in(0, rel, OFlags::RDONLY | OFlags::DIRECTORY)
     }
 
-    /// The merged listing of directory `ino`, read on first use.
+    /// The merged listing of directory `ino`, read on first use. A listing read while the
+    /// directory changed is used once and read again next time.
     pub(crate) fn listing(&self, ino: u64) -> R<Listing> {
-        let (rel, branches) = {
+        let (rel, branches, version) = {
             let tree = lock(&self.tree);
             let node = tree.get(ino).ok_or(Errno::NOENT)?;
             let dir = node.dir.as_ref().ok_or(Errno::NOTDIR)?;
             if let Some(l) = &dir.listing {
                 return Ok(Arc::clone(l));
             }
-            (tree.path(ino).ok_or(Errno::NOENT)?, dir.branches.clone())
+            let rel = tree.path(ino).ok_or(Errno::NOENT)?;
+            (rel, dir.branches.clone(), dir.version)
         };
         let merged =
             union::merged_dir(&self.branch_paths, &rel, &branches).map_err(|e| errno_of(&e))?;
         let listing: Listing = Arc::new(merged);
         let mut tree = lock(&self.tree);
-        // Another thread may have read it (or changed it) meanwhile: theirs wins.
         let dir = tree
             .get_mut(ino)
             .and_then(|n| n.dir.as_mut())
             .ok_or(Errno::NOENT)?;
+        if dir.version != version {
+            return Ok(listing);
+        }
         Ok(Arc::clone(dir.listing.get_or_insert(listing)))
     }
 

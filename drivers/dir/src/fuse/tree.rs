@@ -31,6 +31,9 @@ pub(crate) struct DirInfo {
     /// The merged listing, read on first use and kept up to date by every change made
     /// through the mount (nothing else changes the branches while it is mounted).
     pub listing: Option<Listing>,
+    /// Counts the changes made to the directory, so that a listing read while one was made
+    /// is not kept.
+    pub version: u64,
 }
 
 /// One file-system node of the view.
@@ -68,6 +71,7 @@ impl Tree {
             dir: Some(DirInfo {
                 branches: (0..branches).collect(),
                 listing: None,
+                version: 0,
             }),
             lookups: 1,
             origin: None,
@@ -134,6 +138,7 @@ impl Tree {
         let dir = (m.kind == Kind::Dir).then(|| DirInfo {
             branches: m.dir_branches.clone(),
             listing: None,
+            version: 0,
         });
         let ino = self.insert(Node {
             links: vec![(parent, name.to_os_string())],
@@ -156,6 +161,7 @@ impl Tree {
         let dir = (kind == Kind::Dir).then(|| DirInfo {
             branches: vec![0],
             listing: None,
+            version: 0,
         });
         self.insert(Node {
             links: vec![(parent, name.to_os_string())],
@@ -242,9 +248,11 @@ impl Tree {
         }
     }
 
-    /// The cached listing of directory `ino`, to change in place (copy-on-write).
+    /// The cached listing of directory `ino`, to change in place (copy-on-write); counts a
+    /// change of the directory whether or not a listing is cached.
     pub(crate) fn listing_mut(&mut self, ino: u64) -> Option<&mut BTreeMap<OsString, Merged>> {
         let info = self.nodes.get_mut(&ino)?.dir.as_mut()?;
+        info.version += 1;
         info.listing.as_mut().map(Arc::make_mut)
     }
 
