@@ -187,6 +187,9 @@ fn serve(args: Args) -> ExitCode {
         Ok(b) => b,
         Err(e) => return report_error(&format!("start serving: {e}")),
     };
+    if root {
+        raise_readahead(&args.mountpoint);
+    }
     let handle = signals.handle();
     let joiner = std::thread::spawn(move || {
         let ended = background.join();
@@ -218,6 +221,20 @@ fn serve(args: Args) -> ExitCode {
             ExitCode::FAILURE
         }
         Err(_) => ExitCode::FAILURE,
+    }
+}
+
+/// Reads of a FUSE file reach the server in readahead-sized requests, 128 KiB by default (the
+/// INIT reply can only lower it); a view's readahead is raised to the largest request the
+/// kernel takes (1 MiB), through the mount's backing device info. Best effort: a host that
+/// refuses keeps the default.
+fn raise_readahead(mountpoint: &std::path::Path) {
+    #[allow(clippy::unnecessary_cast)]
+    if let Ok(st) = rustix::fs::stat(mountpoint) {
+        let dev = st.st_dev as u64;
+        let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
+        let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+        let _ = std::fs::write(knob, "1024");
     }
 }
 
