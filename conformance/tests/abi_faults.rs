@@ -101,6 +101,7 @@ impl Plugin for FaultyPlugin {
     fn construct(home: PathBuf, _: BTreeMap<String, String>) -> Result<Faulty> {
         let config = Config {
             mount: MountMode::Copy,
+            ..Config::default()
         };
         Ok(Faulty(DirDriver::new(home, config)?))
     }

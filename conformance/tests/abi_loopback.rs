@@ -24,6 +24,7 @@ impl Plugin for DirPlugin {
             home,
             Config {
                 mount: MountMode::Copy,
+                ..Config::default()
             },
         )
     }

@@ -20,10 +20,12 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
+use super::guest_io;
 use super::status::{self, OK, POISONED, Status};
 use super::{
     ABI_MAJOR, ABI_MINOR, Bytes, BytesSink, CapabilitiesOut, ChangeSink, CreateArgs, Descriptor,
-    ErrorSink, Handle, InitArgs, KeyValue, KvSink, MAGIC, MountArgs, VTable, cap, flags,
+    ErrorSink, Handle, InitArgs, KeyValue, KvSink, MAGIC, MountArgs, ReadSource, VTable, WriteSink,
+    cap, flags,
 };
 use crate::{
     Capabilities, ChangeKind, CreateOpts, Driver, Error, ErrorKind, LayerId, MountOpts, Result,
@@ -82,6 +84,8 @@ pub const fn vtable<P: Plugin>() -> VTable {
         apply_diff: Some(apply_diff::<P::Driver>),
         changes: Some(changes::<P::Driver>),
         diff_size: Some(diff_size::<P::Driver>),
+        diff_into: Some(diff_into::<P::Driver>),
+        apply_diff_from: Some(apply_diff_from::<P::Driver>),
     }
 }
 
@@ -533,6 +537,54 @@ unsafe extern "C" fn apply_diff<D: Driver>(
                 .apply_diff(&id, parent.as_ref(), Box::pin(rx))
                 .await
         })?;
+        write_out(out, size)
+    })
+}
+
+unsafe extern "C" fn diff_into<D: Driver>(
+    h: Handle,
+    id: Bytes,
+    parent: Bytes,
+    sink: *const WriteSink,
+    err: *const ErrorSink,
+) -> Status {
+    call::<D, _>(h, err, |inst| {
+        if sink.is_null() {
+            return Err(invalid("null diff sink"));
+        }
+        // SAFETY: valid for the call.
+        let sink = unsafe { &*sink };
+        let (id, parent) = (layer_id(id)?, parent_id(parent)?);
+        // The stream is made, read and dropped inside the plugin's runtime.
+        let _rt = inst.rt.enter();
+        let mut tar = inst.rt.block_on(inst.driver.diff(&id, parent.as_ref()))?;
+        guest_io::pump(&inst.rt, &mut tar, sink)
+    })
+}
+
+unsafe extern "C" fn apply_diff_from<D: Driver>(
+    h: Handle,
+    id: Bytes,
+    parent: Bytes,
+    source: *const ReadSource,
+    out: *mut u64,
+    err: *const ErrorSink,
+) -> Status {
+    call::<D, _>(h, err, |inst| {
+        if source.is_null() {
+            return Err(invalid("null apply source"));
+        }
+        // SAFETY: valid for the call.
+        let source = unsafe { *source };
+        let (id, parent) = (layer_id(id)?, parent_id(parent)?);
+        // `_revoke` is dropped before this returns, also when the driver panics: a reader the
+        // driver kept cannot reach the host's source after the call.
+        let (reader, _revoke) = guest_io::host_reader(source);
+        let size = inst.rt.block_on(inst.driver.apply_diff(
+            &id,
+            parent.as_ref(),
+            Box::pin(reader),
+        ))?;
         write_out(out, size)
     })
 }

@@ -3,27 +3,20 @@
 //! [`PluginSpec::validate`] checks a descriptor (magic, ABI major, sizes, name, the functions
 //! ABI 1 requires) and keeps a copy of its vtable; [`PluginDriver::new`] makes an instance over
 //! a home directory. Each call runs on a blocking thread (`spawn_blocking`) while the async
-//! caller waits; tar streams go through pipes, read and written concurrently with the call so
-//! that neither side waits on a full pipe buffer.
+//! caller waits. Tar streams cross in place through host callbacks (ABI 1.1), or through pipes
+//! for a plugin built for ABI 1.0; either way a stream that failed midway is a read error.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsString, c_void};
 use std::fmt;
-use std::future::Future;
-use std::io;
-use std::os::fd::{IntoRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
 
 use async_trait::async_trait;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
-use tokio::net::unix::pipe;
-use tokio::task::JoinHandle;
 
+use super::host_tar;
 use super::status::{self, OK, Status, Wire};
 use super::{
     ABI_MAJOR, Bytes, BytesSink, CapabilitiesOut, ChangeSink, CreateArgs, Descriptor, ErrorSink,
@@ -34,9 +27,6 @@ use crate::{
     Capabilities, Change, ChangeKind, CreateOpts, Driver, Error, ErrorKind, LayerId, MountOpts,
     Result, TarStream, naive,
 };
-
-/// How large the host asks its pipes to be (best effort): fewer wake-ups per megabyte.
-const PIPE_SIZE: usize = 1 << 20;
 
 /// A validated plugin descriptor: what is needed to make instances of its driver.
 #[derive(Clone)]
@@ -59,7 +49,7 @@ impl fmt::Debug for PluginSpec {
     }
 }
 
-fn plugin_error(msg: impl Into<String>) -> Error {
+pub(super) fn plugin_error(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::Plugin, msg)
 }
 
@@ -209,6 +199,8 @@ fn copy_vtable(src: *const VTable, size: usize) -> VTable {
         apply_diff: None,
         changes: None,
         diff_size: None,
+        diff_into: None,
+        apply_diff_from: None,
     };
     let n = size.min(size_of::<VTable>());
     // SAFETY: `src` is the plugin's 'static vtable of at least `size` bytes; we copy at most
@@ -223,9 +215,9 @@ fn copy_vtable(src: *const VTable, size: usize) -> VTable {
 }
 
 /// One live instance: the plugin's handle and the functions to call on it.
-struct Instance {
-    vt: VTable,
-    handle: Handle,
+pub(super) struct Instance {
+    pub(super) vt: VTable,
+    pub(super) handle: Handle,
 }
 
 // SAFETY: ABI 1 requires every function of a plugin to be callable concurrently on one handle
@@ -312,7 +304,7 @@ extern "C" fn push_change(ctx: *mut c_void, kind: u8, path: Bytes) {
 }
 
 /// Calls a plugin function with an error sink and turns its status into a result.
-fn invoke(call: &str, f: impl FnOnce(*const ErrorSink) -> Status) -> Result<()> {
+pub(super) fn invoke(call: &str, f: impl FnOnce(*const ErrorSink) -> Status) -> Result<()> {
     let mut slot: Option<Wire> = None;
     let sink = ErrorSink {
         ctx: (&raw mut slot) as *mut c_void,
@@ -333,11 +325,11 @@ fn absent(call: &str) -> Error {
     )
 }
 
-fn id_bytes(id: &str) -> Bytes {
+pub(super) fn id_bytes(id: &str) -> Bytes {
     Bytes::new(id.as_bytes())
 }
 
-fn parent_bytes(parent: &Option<String>) -> Bytes {
+pub(super) fn parent_bytes(parent: &Option<String>) -> Bytes {
     Bytes::opt(parent.as_deref().map(str::as_bytes))
 }
 
@@ -361,30 +353,6 @@ fn caps_from_abi(c: CapabilitiesOut) -> Capabilities {
         mount_spec: on(cap::MOUNT_SPEC),
         rename_dir: on(cap::RENAME_DIR),
         read_only_images: on(cap::READ_ONLY_IMAGES),
-    }
-}
-
-/// A pipe with close-on-exec ends, enlarged where the system allows.
-fn make_pipe() -> Result<(OwnedFd, OwnedFd)> {
-    let (rd, wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .map_err(|e| Error::io("pipe", e.into()))?;
-    // Best effort: a smaller pipe works, with more wake-ups.
-    let _ = rustix::pipe::fcntl_setpipe_size(&wr, PIPE_SIZE);
-    Ok((rd, wr))
-}
-
-/// Copies `from` into `to` in pipe-sized pieces (tokio's `copy` moves 8 KiB at a time, which
-/// wakes the plugin's reader a hundred times as often).
-async fn copy_big(from: &mut TarStream, to: &mut pipe::Sender) -> io::Result<u64> {
-    let mut buf = vec![0u8; PIPE_SIZE];
-    let mut total = 0u64;
-    loop {
-        let n = from.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(total);
-        }
-        to.write_all(&buf[..n]).await?;
-        total += n as u64;
     }
 }
 
@@ -535,48 +503,6 @@ impl PluginDriver {
     }
 }
 
-/// The read end of `diff`'s pipe: at end of file it waits for the call's status, so a diff
-/// that failed midway is a read error, never a short tar that looks whole.
-struct DiffReader {
-    rx: pipe::Receiver,
-    /// The first bytes, read before `diff` returned.
-    head: Vec<u8>,
-    pos: usize,
-    call: Option<JoinHandle<Result<()>>>,
-}
-
-impl AsyncRead for DiffReader {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.pos < this.head.len() {
-            let n = buf.remaining().min(this.head.len() - this.pos);
-            buf.put_slice(&this.head[this.pos..this.pos + n]);
-            this.pos += n;
-            return Poll::Ready(Ok(()));
-        }
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut this.rx).poll_read(cx, buf))?;
-        if buf.filled().len() > before || buf.remaining() == 0 {
-            return Poll::Ready(Ok(()));
-        }
-        // End of file: the plugin closed its end. Its status says whether the tar is whole.
-        let Some(call) = this.call.as_mut() else {
-            return Poll::Ready(Ok(()));
-        };
-        let outcome = ready!(Pin::new(call).poll(cx));
-        this.call = None;
-        Poll::Ready(match outcome {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(io::Error::from(e.context("diff"))),
-            Err(e) => Err(io::Error::other(format!("the diff call failed: {e}"))),
-        })
-    }
-}
-
 #[async_trait]
 impl Driver for PluginDriver {
     fn name(&self) -> &str {
@@ -707,49 +633,12 @@ impl Driver for PluginDriver {
     }
 
     async fn diff(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<TarStream> {
-        let Some(f) = self.inner.vt.diff else {
-            return naive::diff(self, id, parent).await;
-        };
-        let (rd, wr) = make_pipe()?;
-        let rx = pipe::Receiver::from_owned_fd(rd).map_err(|e| Error::io("diff pipe", e))?;
+        let ids = (id.to_string(), parent.map(LayerId::to_string));
         let inst = self.inner.clone();
-        let (id, parent) = (id.to_string(), parent.map(LayerId::to_string));
-        let call = tokio::task::spawn_blocking(move || {
-            // The write end is the plugin's from here on: it closes it.
-            let fd = wr.into_raw_fd();
-            invoke("diff", |err| {
-                // SAFETY: a live handle of this vtable; arguments alive for the call; the fd
-                // is handed over.
-                unsafe { f(inst.handle, id_bytes(&id), parent_bytes(&parent), fd, err) }
-            })
-        });
-        // Errors before the first byte (a missing layer, a failed mount) come from `diff`
-        // itself, as from an in-process driver: wait for the first bytes, or for the end of
-        // the stream and then the call's status.
-        let mut call = call;
-        let mut head = vec![0u8; 64 * 1024];
-        loop {
-            tokio::select! {
-                biased;
-                outcome = &mut call => {
-                    outcome.map_err(|e| plugin_error(format!("the diff call failed: {e}")))??;
-                    // Done and whole: what it wrote is all in the pipe.
-                    return Ok(Box::pin(DiffReader { rx, head: Vec::new(), pos: 0, call: None }));
-                }
-                ready = rx.readable() => {
-                    ready.map_err(|e| Error::io("diff pipe", e))?;
-                    match rx.try_read(&mut head) {
-                        Ok(0) => continue, // the plugin closed its end: its status follows
-                        Ok(n) => {
-                            head.truncate(n);
-                            let call = Some(call);
-                            return Ok(Box::pin(DiffReader { rx, head, pos: 0, call }));
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                        Err(e) => return Err(Error::io("diff pipe", e)),
-                    }
-                }
-            }
+        match (self.inner.vt.diff_into, self.inner.vt.diff) {
+            (Some(f), _) => host_tar::diff_into(inst, f, ids).await,
+            (None, Some(f)) => host_tar::diff_pipe(inst, f, ids).await,
+            (None, None) => naive::diff(self, id, parent).await,
         }
     }
 
@@ -757,57 +646,14 @@ impl Driver for PluginDriver {
         &self,
         id: &LayerId,
         parent: Option<&LayerId>,
-        mut diff: TarStream,
+        diff: TarStream,
     ) -> Result<u64> {
-        let Some(f) = self.inner.vt.apply_diff else {
-            return naive::apply_diff(self, id, parent, diff).await;
-        };
-        let (rd, wr) = make_pipe()?;
-        let mut tx = pipe::Sender::from_owned_fd(wr).map_err(|e| Error::io("apply pipe", e))?;
+        let ids = (id.to_string(), parent.map(LayerId::to_string));
         let inst = self.inner.clone();
-        let (id, parent) = (id.to_string(), parent.map(LayerId::to_string));
-        let mut call = tokio::task::spawn_blocking(move || {
-            // The read end is the plugin's from here on: it closes it.
-            let fd = rd.into_raw_fd();
-            let mut size = 0u64;
-            invoke("apply_diff", |err| {
-                // SAFETY: a live handle of this vtable; arguments alive for the call; the fd
-                // is handed over.
-                unsafe {
-                    f(
-                        inst.handle,
-                        id_bytes(&id),
-                        parent_bytes(&parent),
-                        fd,
-                        &mut size,
-                        err,
-                    )
-                }
-            })?;
-            Ok(size)
-        });
-        // Feed the pipe while the plugin reads it; dropping the sender is its end of file.
-        let copy = async move {
-            let r = copy_big(&mut diff, &mut tx).await;
-            drop(tx);
-            r
-        };
-        tokio::pin!(copy);
-        let (copied, outcome) = tokio::select! {
-            // The plugin is done before the input is: it stopped reading (an error, or the end
-            // of the tar reached before the end of the stream). Stop feeding it.
-            outcome = &mut call => (None, outcome),
-            copied = &mut copy => (Some(copied), (&mut call).await),
-        };
-        let size =
-            outcome.map_err(|e| plugin_error(format!("the apply_diff call failed: {e}")))??;
-        match copied {
-            // The plugin succeeded but the input failed: what it applied may be a truncated
-            // tar that happened to end on an entry boundary.
-            Some(Err(e)) if e.kind() != io::ErrorKind::BrokenPipe => {
-                Err(Error::io("read the layer to apply", e))
-            }
-            _ => Ok(size),
+        match (self.inner.vt.apply_diff_from, self.inner.vt.apply_diff) {
+            (Some(f), _) => host_tar::apply_diff_from(inst, f, ids, diff).await,
+            (None, Some(f)) => host_tar::apply_diff_pipe(inst, f, ids, diff).await,
+            (None, None) => naive::apply_diff(self, id, parent, diff).await,
         }
     }
 

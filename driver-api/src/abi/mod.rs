@@ -16,12 +16,17 @@
 //! - Results come back through host-supplied sinks ([`ErrorSink`], [`BytesSink`],
 //!   [`KvSink`], [`ChangeSink`]) that copy during the call: nothing is ever freed on the other
 //!   side of the boundary. Inputs are borrowed [`Bytes`] valid for the call only.
-//! - Tar streams go through pipe file descriptors whose ownership passes to the plugin with
-//!   the call: `diff` writes into the write end it was given and closes it; `apply_diff` reads
-//!   the read end to the end of the tar and closes it. The call's status says whether the
-//!   stream is whole: the host reads to end of file, then waits for the status and turns a
-//!   failure into a read error, so a stream that failed midway is never a short tar that looks
-//!   whole.
+//! - Tar streams cross in place, through host-supplied callbacks (ABI 1.1): `apply_diff_from`
+//!   reads the host's stream with [`ReadSource::read`] straight into the plugin's buffer, and
+//!   `diff_into` reads the plugin's stream straight into buffers the host lends through
+//!   [`WriteSink`]; the bytes are copied no more often than in a direct call. ABI 1.0's
+//!   `diff` and `apply_diff` take pipe file descriptors whose ownership passes to the plugin
+//!   with the call (`diff` writes into the write end it was given and closes it; `apply_diff`
+//!   reads the read end to the end of the tar and closes it); a host uses them for a plugin
+//!   built for 1.0, whose vtable stops before the 1.1 functions. Either way the call's status
+//!   says whether the stream is whole: the host reads to the end, then waits for the status and
+//!   turns a failure into a read error, so a stream that failed midway is never a short tar
+//!   that looks whole.
 //! - Every function catches panics; a panicked instance is poisoned and answers every later
 //!   call with [`status::POISONED`] (a `Plugin` error). A plugin built with `panic = "abort"`
 //!   cannot contain its panics and takes the host down; [`flags::PANIC_UNWIND`] says which.
@@ -37,7 +42,10 @@
 use std::ffi::{c_int, c_void};
 
 pub mod guest;
+mod guest_io;
 pub mod host;
+mod host_io;
+mod host_tar;
 mod log;
 mod macros;
 pub mod status;
@@ -49,7 +57,11 @@ pub const ABI_MAJOR: u32 = 1;
 
 /// The ABI minor version this crate speaks: each minor only appends (vtable functions,
 /// descriptor and argument fields, status codes, flags).
-pub const ABI_MINOR: u32 = 0;
+///
+/// - 1.0: the first.
+/// - 1.1: [`VTable::diff_into`] and [`VTable::apply_diff_from`], tar streams through
+///   [`WriteSink`] and [`ReadSource`] instead of pipes.
+pub const ABI_MINOR: u32 = 1;
 
 /// The first field of every [`Descriptor`]: `"STRATADR"` as a big-endian integer.
 pub const MAGIC: u64 = u64::from_be_bytes(*b"STRATADR");
@@ -205,6 +217,43 @@ pub struct ChangeSink {
     pub push: extern "C" fn(ctx: *mut c_void, kind: u8, path: Bytes),
 }
 
+/// The host's tar stream for `apply_diff_from` (ABI 1.1), read in place.
+///
+/// `read` fills up to `len` bytes at `buf` (writable, possibly uninitialized memory the plugin
+/// owns), stores how many it filled in `*n` and returns [`status::OK`]; `*n == 0` with a
+/// non-zero `len` is the end of the stream. Any other status is a read error (the host keeps
+/// the cause and reports it as the call's error); every later read fails too. `read` may
+/// block until the host has bytes, may be called from any thread but never concurrently, and
+/// only until `apply_diff_from` returns.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ReadSource {
+    /// The host's context.
+    pub ctx: *mut c_void,
+    /// Reads the next bytes of the stream.
+    pub read: extern "C" fn(ctx: *mut c_void, buf: *mut u8, len: usize, n: *mut usize) -> Status,
+}
+
+/// Where `diff_into` (ABI 1.1) puts the tar, in buffers the host lends.
+///
+/// `reserve` lends writable, possibly uninitialized memory: `*buf` and `*len` (at least 1
+/// byte), valid until the next call on this sink. `commit` appends the first `n` bytes of the
+/// memory last lent (`n <= len`, all of them written by the plugin) to the stream; it may
+/// block while the reader is behind. A status other than [`status::OK`] from either means the
+/// reader is gone or something failed: the plugin stops and returns an error. Called from the
+/// thread that called `diff_into` or any other, never concurrently, and only until
+/// `diff_into` returns. The end of the stream is `diff_into` returning [`status::OK`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct WriteSink {
+    /// The host's context.
+    pub ctx: *mut c_void,
+    /// Lends the next buffer.
+    pub reserve: extern "C" fn(ctx: *mut c_void, buf: *mut *mut u8, len: *mut usize) -> Status,
+    /// Appends the first `n` bytes of the lent buffer to the stream.
+    pub commit: extern "C" fn(ctx: *mut c_void, n: usize) -> Status,
+}
+
 /// `create`/`create_rw` options.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -358,6 +407,25 @@ pub type ApplyDiffFn = unsafe extern "C" fn(
     out: *mut u64,
     err: *const ErrorSink,
 ) -> Status;
+/// `diff_into(handle, id, parent, sink, err)` (ABI 1.1): writes the tar into `sink`; returns
+/// once it is all committed, or with the error that broke it off.
+pub type DiffIntoFn = unsafe extern "C" fn(
+    h: Handle,
+    id: Bytes,
+    parent: Bytes,
+    sink: *const WriteSink,
+    err: *const ErrorSink,
+) -> Status;
+/// `apply_diff_from(handle, id, parent, source, out_size, err)` (ABI 1.1): applies the tar
+/// read from `source`.
+pub type ApplyDiffFromFn = unsafe extern "C" fn(
+    h: Handle,
+    id: Bytes,
+    parent: Bytes,
+    source: *const ReadSource,
+    out: *mut u64,
+    err: *const ErrorSink,
+) -> Status;
 /// `changes(handle, id, parent, changes, err)`.
 pub type ChangesFn = unsafe extern "C" fn(
     h: Handle,
@@ -414,6 +482,12 @@ pub struct VTable {
     pub changes: Option<ChangesFn>,
     /// [`Driver::diff_size`](crate::Driver::diff_size).
     pub diff_size: Option<DiffSizeFn>,
+    /// [`Driver::diff`](crate::Driver::diff) into a [`WriteSink`] (ABI 1.1); a host prefers it
+    /// to `diff`.
+    pub diff_into: Option<DiffIntoFn>,
+    /// [`Driver::apply_diff`](crate::Driver::apply_diff) from a [`ReadSource`] (ABI 1.1); a
+    /// host prefers it to `apply_diff`.
+    pub apply_diff_from: Option<ApplyDiffFromFn>,
 }
 
 // SAFETY: a vtable is immutable 'static data (function pointers); sharing it is sound.
@@ -437,6 +511,9 @@ const _: () = {
     assert!(size_of::<BytesSink>() == 16 && offset_of!(BytesSink, write) == 8);
     assert!(size_of::<KvSink>() == 16 && offset_of!(KvSink, push) == 8);
     assert!(size_of::<ChangeSink>() == 16 && offset_of!(ChangeSink, push) == 8);
+    assert!(size_of::<ReadSource>() == 16 && offset_of!(ReadSource, read) == 8);
+    assert!(size_of::<WriteSink>() == 24);
+    assert!(offset_of!(WriteSink, reserve) == 8 && offset_of!(WriteSink, commit) == 16);
     assert!(size_of::<CreateArgs>() == 32);
     assert!(offset_of!(CreateArgs, read_write) == 0);
     assert!(offset_of!(CreateArgs, has_size) == 1);
@@ -462,7 +539,7 @@ const _: () = {
     assert!(offset_of!(Descriptor, vtable) == 80);
     // Option<extern fn> is pointer-sized (the null niche): every slot is 8 bytes.
     assert!(size_of::<Option<InitFn>>() == 8);
-    assert!(size_of::<VTable>() == 8 * 17);
+    assert!(size_of::<VTable>() == 8 * 19);
     assert!(offset_of!(VTable, init) == 8);
     assert!(offset_of!(VTable, destroy) == 16);
     assert!(offset_of!(VTable, capabilities) == 24);
@@ -479,6 +556,9 @@ const _: () = {
     assert!(offset_of!(VTable, apply_diff) == 112);
     assert!(offset_of!(VTable, changes) == 120);
     assert!(offset_of!(VTable, diff_size) == 128);
+    // 1.1
+    assert!(offset_of!(VTable, diff_into) == 136);
+    assert!(offset_of!(VTable, apply_diff_from) == 144);
 };
 
 #[cfg(test)]
