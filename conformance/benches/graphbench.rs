@@ -24,6 +24,7 @@ fn main() {
             factory(|home: &Path| {
                 let config = Config {
                     mount: MountMode::Copy,
+                    ..Config::default()
                 };
                 Ok(Arc::new(DirDriver::new(home.to_path_buf(), config)?) as Arc<dyn Driver>)
             }),

@@ -11,24 +11,27 @@
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, c_int};
 use std::io::Write;
+use std::mem::MaybeUninit;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, ReadBuf};
 
 use super::guest_io;
-use super::status::{self, OK, POISONED, Status};
+use super::status::{self, OK, PENDING, POISONED, Status};
 use super::{
     ABI_MAJOR, ABI_MINOR, Bytes, BytesSink, CapabilitiesOut, ChangeSink, CreateArgs, Descriptor,
-    ErrorSink, Handle, InitArgs, KeyValue, KvSink, MAGIC, MountArgs, ReadSource, VTable, WriteSink,
-    cap, flags,
+    ErrorSink, Handle, InitArgs, KeyValue, KvSink, MAGIC, MountArgs, ReadSource, Stream, VTable,
+    WakerRef, cap, flags,
 };
 use crate::{
     Capabilities, ChangeKind, CreateOpts, Driver, Error, ErrorKind, LayerId, MountOpts, Result,
+    TarStream,
 };
 
 /// What [`export_driver!`](crate::export_driver) knows about a plugin: its driver type, its
@@ -84,8 +87,10 @@ pub const fn vtable<P: Plugin>() -> VTable {
         apply_diff: Some(apply_diff::<P::Driver>),
         changes: Some(changes::<P::Driver>),
         diff_size: Some(diff_size::<P::Driver>),
-        diff_into: Some(diff_into::<P::Driver>),
         apply_diff_from: Some(apply_diff_from::<P::Driver>),
+        diff_open: Some(diff_open::<P::Driver>),
+        stream_read: Some(stream_read::<P::Driver>),
+        stream_close: Some(stream_close::<P::Driver>),
     }
 }
 
@@ -541,25 +546,83 @@ unsafe extern "C" fn apply_diff<D: Driver>(
     })
 }
 
-unsafe extern "C" fn diff_into<D: Driver>(
+unsafe extern "C" fn diff_open<D: Driver>(
     h: Handle,
     id: Bytes,
     parent: Bytes,
-    sink: *const WriteSink,
+    out: *mut Stream,
     err: *const ErrorSink,
 ) -> Status {
     call::<D, _>(h, err, |inst| {
-        if sink.is_null() {
-            return Err(invalid("null diff sink"));
-        }
-        // SAFETY: valid for the call.
-        let sink = unsafe { &*sink };
         let (id, parent) = (layer_id(id)?, parent_id(parent)?);
-        // The stream is made, read and dropped inside the plugin's runtime.
-        let _rt = inst.rt.enter();
-        let mut tar = inst.rt.block_on(inst.driver.diff(&id, parent.as_ref()))?;
-        guest_io::pump(&inst.rt, &mut tar, sink)
+        if out.is_null() {
+            return Err(invalid("null stream out pointer"));
+        }
+        let tar: TarStream = inst.rt.block_on(inst.driver.diff(&id, parent.as_ref()))?;
+        let stream = Box::into_raw(Box::new(tar)) as Stream;
+        write_out(out, stream)
     })
+}
+
+unsafe extern "C" fn stream_read<D: Driver>(
+    h: Handle,
+    stream: Stream,
+    buf: *mut u8,
+    len: usize,
+    out: *mut usize,
+    waker: *const WakerRef,
+    err: *const ErrorSink,
+) -> Status {
+    let mut pending = false;
+    let status = call::<D, _>(h, err, |inst| {
+        if stream.is_null() || out.is_null() || waker.is_null() || (buf.is_null() && len > 0) {
+            return Err(invalid("null stream_read argument"));
+        }
+        // SAFETY: a stream `diff_open` made for this instance, not yet closed, used by one
+        // thread at a time (ABI 1.1).
+        let tar = unsafe { &mut *(stream as *mut TarStream) };
+        // SAFETY: the host's waker for this call; the borrowed waker lives only in this call.
+        let waker = unsafe { guest_io::borrowed_waker(&*waker) };
+        let mut cx = Context::from_waker(&waker);
+        let mem: &mut [MaybeUninit<u8>] = if len == 0 {
+            &mut []
+        } else {
+            // SAFETY: the host lends `len` writable bytes at `buf`, possibly uninitialized,
+            // for this call; `ReadBuf` only ever writes them.
+            unsafe { std::slice::from_raw_parts_mut(buf as *mut MaybeUninit<u8>, len) }
+        };
+        let mut rb = ReadBuf::uninit(mem);
+        // The driver's stream may need its runtime (a timer, a blocking-pool read).
+        let _rt = inst.rt.enter();
+        match tar.as_mut().poll_read(&mut cx, &mut rb) {
+            Poll::Pending => {
+                pending = true;
+                Ok(())
+            }
+            Poll::Ready(Ok(())) => write_out(out, rb.filled().len()),
+            Poll::Ready(Err(e)) => Err(Error::io("read the diff", e)),
+        }
+    });
+    if status == OK && pending {
+        PENDING
+    } else {
+        status
+    }
+}
+
+unsafe extern "C" fn stream_close<D: Driver>(h: Handle, stream: Stream) {
+    if h.is_null() || stream.is_null() {
+        return;
+    }
+    // SAFETY: as in `call`: a live instance of this `D`.
+    let inst = unsafe { &*(h as *const Instance<D>) };
+    // Also on a poisoned instance: this frees memory. A panicking drop loses nothing the host
+    // could act on; it must not unwind into the host.
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        let _rt = inst.rt.enter();
+        // SAFETY: a stream `diff_open` made, closed once, with no read in flight.
+        drop(unsafe { Box::from_raw(stream as *mut TarStream) });
+    }));
 }
 
 unsafe extern "C" fn apply_diff_from<D: Driver>(

@@ -1,20 +1,19 @@
-//! The plugin's ends of the in-place tar streams of ABI 1.1: the [`TarStream`] a driver's
+//! The plugin's ends of the in-place tar streams of ABI 1.1: the [`TarStream`](crate::TarStream) a driver's
 //! `apply_diff` reads (the host's [`ReadSource`], read straight into the driver's buffer),
-//! and the pump that reads a driver's `diff` straight into the buffers a [`WriteSink`] lends.
+//! and the [`Waker`] over the host's [`WakerRef`] that `stream_read` polls a driver's diff
+//! with.
 
-use std::future::poll_fn;
 use std::io;
-use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::runtime::{Runtime, RuntimeFlavor};
+use tokio::runtime::RuntimeFlavor;
 
 use super::status::{self, OK, Status};
-use super::{ReadSource, WriteSink};
-use crate::{Error, ErrorKind, Result, TarStream};
+use super::{ReadSource, WakerRef};
+use crate::{Error, ErrorKind};
 
 /// The host's source, until the call that lent it returns.
 struct Lent(ReadSource);
@@ -25,7 +24,7 @@ unsafe impl Send for Lent {}
 
 type Shared = Arc<Mutex<Option<Lent>>>;
 
-/// The host's stream as a [`TarStream`]. Each read calls the host, which fills the driver's
+/// The host's stream as a [`TarStream`](crate::TarStream). Each read calls the host, which fills the driver's
 /// buffer in place and may block until it has bytes (on a runtime worker, inside
 /// `block_in_place`, so the worker's other tasks move on).
 pub(super) struct HostReader {
@@ -107,49 +106,57 @@ impl AsyncRead for HostReader {
     }
 }
 
-/// Reads `tar` to its end straight into the buffers `sink` lends, committing each.
-pub(super) fn pump(rt: &Runtime, tar: &mut TarStream, sink: &WriteSink) -> Result<()> {
-    loop {
-        let (mut ptr, mut len) = (std::ptr::null_mut::<u8>(), 0usize);
-        let st = (sink.reserve)(sink.ctx, &mut ptr, &mut len);
-        if st != OK {
-            return Err(host_error(st, "write the diff to the host"));
-        }
-        if ptr.is_null() || len == 0 {
-            return Err(Error::new(
-                ErrorKind::Plugin,
-                "write the diff to the host: it lent no buffer",
-            ));
-        }
-        // SAFETY: the host lends `len` writable bytes at `ptr`, possibly uninitialized, valid
-        // until the next call on the sink; `ReadBuf` only ever writes them.
-        let mem = unsafe { std::slice::from_raw_parts_mut(ptr as *mut MaybeUninit<u8>, len) };
-        let mut rb = ReadBuf::uninit(mem);
-        // Fill the whole buffer (or reach the end) before handing it over.
-        let ended = rt
-            .block_on(poll_fn(|cx| {
-                while rb.remaining() > 0 {
-                    let before = rb.filled().len();
-                    std::task::ready!(tar.as_mut().poll_read(cx, &mut rb))?;
-                    if rb.filled().len() == before {
-                        return Poll::Ready(Ok(true));
-                    }
-                }
-                Poll::Ready(Ok::<_, io::Error>(false))
-            }))
-            .map_err(|e| Error::io("read the diff", e))?;
-        let n = rb.filled().len();
-        if n > 0 {
-            let st = (sink.commit)(sink.ctx, n);
-            if st != OK {
-                return Err(host_error(st, "write the diff to the host"));
-            }
-        }
-        if ended {
-            return Ok(());
-        }
+/// The host's waker, borrowed for one `stream_read` call: cloning it makes an owned one (the
+/// host's `clone`), which the driver may keep and wake from any thread.
+///
+/// # Safety
+/// `r` must be a [`WakerRef`] the host passed to the current call, and the returned waker must
+/// not outlive the call (a `&Waker` in a `Context` cannot be kept without cloning it).
+pub(super) unsafe fn borrowed_waker(r: &WakerRef) -> std::mem::ManuallyDrop<Waker> {
+    let raw = RawWaker::new(r as *const WakerRef as *const (), &BORROWED);
+    // SAFETY: BORROWED's functions keep the RawWaker contract for a borrowed host context:
+    // waking calls the host's thread-safe `wake`, cloning makes an owned copy, and dropping
+    // (which ManuallyDrop never does anyway) gives nothing back.
+    std::mem::ManuallyDrop::new(unsafe { Waker::from_raw(raw) })
+}
+
+/// A borrowed host context: `data` points to the call's [`WakerRef`].
+static BORROWED: RawWakerVTable = RawWakerVTable::new(clone_waker, wake_by_ref, wake_by_ref, noop);
+/// An owned host context: `data` is a `Box<WakerRef>` whose `ctx` the host's `clone` made.
+static OWNED: RawWakerVTable =
+    RawWakerVTable::new(clone_waker, wake_owned, wake_by_ref, drop_owned);
+
+unsafe fn clone_waker(data: *const ()) -> RawWaker {
+    // SAFETY: `data` is a live WakerRef (borrowed for the call, or owned by a waker).
+    let r = unsafe { &*(data as *const WakerRef) };
+    let owned = Box::new(WakerRef {
+        ctx: (r.clone)(r.ctx),
+        ..*r
+    });
+    RawWaker::new(Box::into_raw(owned) as *const (), &OWNED)
+}
+
+unsafe fn wake_by_ref(data: *const ()) {
+    // SAFETY: as in `clone_waker`.
+    let r = unsafe { &*(data as *const WakerRef) };
+    (r.wake)(r.ctx);
+}
+
+unsafe fn wake_owned(data: *const ()) {
+    // SAFETY: an owned waker's data, consumed by this wake.
+    unsafe {
+        wake_by_ref(data);
+        drop_owned(data);
     }
 }
+
+unsafe fn drop_owned(data: *const ()) {
+    // SAFETY: an owned waker's data, a Box made by `clone_waker`, dropped once.
+    let r = unsafe { Box::from_raw(data as *mut WakerRef) };
+    (r.drop)(r.ctx);
+}
+
+unsafe fn noop(_: *const ()) {}
 
 #[cfg(test)]
 mod tests {

@@ -199,8 +199,10 @@ fn copy_vtable(src: *const VTable, size: usize) -> VTable {
         apply_diff: None,
         changes: None,
         diff_size: None,
-        diff_into: None,
         apply_diff_from: None,
+        diff_open: None,
+        stream_read: None,
+        stream_close: None,
     };
     let n = size.min(size_of::<VTable>());
     // SAFETY: `src` is the plugin's 'static vtable of at least `size` bytes; we copy at most
@@ -303,18 +305,22 @@ extern "C" fn push_change(ctx: *mut c_void, kind: u8, path: Bytes) {
     }));
 }
 
-/// Calls a plugin function with an error sink and turns its status into a result.
-pub(super) fn invoke(call: &str, f: impl FnOnce(*const ErrorSink) -> Status) -> Result<()> {
+/// Calls a plugin function with an error sink: its status and what the sink got.
+pub(super) fn invoke_raw(f: impl FnOnce(*const ErrorSink) -> Status) -> (Status, Option<Wire>) {
     let mut slot: Option<Wire> = None;
     let sink = ErrorSink {
         ctx: (&raw mut slot) as *mut c_void,
         set: set_error,
     };
     let st = f(&sink);
-    if st == OK {
-        Ok(())
-    } else {
-        Err(status::decode(st, slot, call))
+    (st, slot)
+}
+
+/// Calls a plugin function with an error sink and turns its status into a result.
+pub(super) fn invoke(call: &str, f: impl FnOnce(*const ErrorSink) -> Status) -> Result<()> {
+    match invoke_raw(f) {
+        (OK, _) => Ok(()),
+        (st, slot) => Err(status::decode(st, slot, call)),
     }
 }
 
@@ -635,10 +641,16 @@ impl Driver for PluginDriver {
     async fn diff(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<TarStream> {
         let ids = (id.to_string(), parent.map(LayerId::to_string));
         let inst = self.inner.clone();
-        match (self.inner.vt.diff_into, self.inner.vt.diff) {
-            (Some(f), _) => host_tar::diff_into(inst, f, ids).await,
-            (None, Some(f)) => host_tar::diff_pipe(inst, f, ids).await,
-            (None, None) => naive::diff(self, id, parent).await,
+        let vt = &self.inner.vt;
+        if let (Some(open), Some(read), Some(close)) =
+            (vt.diff_open, vt.stream_read, vt.stream_close)
+        {
+            let fns = host_tar::StreamFns { open, read, close };
+            return host_tar::diff_open(inst, fns, ids).await;
+        }
+        match vt.diff {
+            Some(f) => host_tar::diff_pipe(inst, f, ids).await,
+            None => naive::diff(self, id, parent).await,
         }
     }
 

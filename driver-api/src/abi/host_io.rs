@@ -1,33 +1,27 @@
-//! The host's ends of the in-place tar streams of ABI 1.1: a [`ReadSource`] over the host's
-//! [`TarStream`] (for `apply_diff_from`) and a [`WriteSink`] that lends chunk buffers and
-//! passes them, full, to a [`ChunkReader`] (for `diff_into`).
+//! The host's callbacks of ABI 1.1: a [`ReadSource`] over the host's [`TarStream`] (for
+//! `apply_diff_from`), and the [`WakerRef`] functions over a task's [`Waker`] (for
+//! `stream_read`).
 //!
-//! The callbacks run on whatever thread the plugin calls them from, possibly inside the
-//! plugin's own tokio runtime (in-process, the same tokio as the host's), so they never use
-//! tokio's blocking helpers (`blocking_send`, `Handle::block_on`), which refuse to run inside
-//! a runtime: they wait with [`park_on`], a plain thread-parking executor.
+//! The source's `read` runs on whatever thread the plugin calls it from, possibly inside the
+//! plugin's own tokio runtime (in-process, the same tokio as the host's), so it never uses
+//! tokio's blocking helpers (`Handle::block_on`), which refuse to run inside a runtime: it
+//! waits with [`park_on`], a plain thread-parking executor.
 
 use std::ffi::c_void;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::mem::MaybeUninit;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
 
-use tokio::io::{AsyncRead, ReadBuf};
-use tokio::sync::mpsc;
+use tokio::io::ReadBuf;
 
 use super::status::{self, OK, Status};
-use super::{ReadSource, WriteSink};
+use super::{ReadSource, WakerRef};
 use crate::TarStream;
-
-/// The size of the chunks `diff_into` fills (as `stream::from_blocking`'s).
-pub(super) const CHUNK: usize = 256 * 1024;
-/// How many full chunks may wait for the reader.
-pub(super) const DEPTH: usize = 8;
 
 struct Unpark(Thread);
 
@@ -140,172 +134,41 @@ extern "C" fn source_read(ctx: *mut c_void, buf: *mut u8, len: usize, n: *mut us
     }
 }
 
-/// The host's end of a [`WriteSink`]: fills a chunk in place, sends it when full.
-pub(super) struct Sink {
-    state: Mutex<SinkState>,
-}
-
-struct SinkState {
-    tx: mpsc::Sender<Vec<u8>>,
-    chunk: Vec<u8>,
-    /// The reader went away: every later call fails.
-    closed: bool,
-}
-
-impl Sink {
-    pub(super) fn new(tx: mpsc::Sender<Vec<u8>>) -> Sink {
-        Sink {
-            state: Mutex::new(SinkState {
-                tx,
-                chunk: Vec::new(),
-                closed: false,
-            }),
-        }
-    }
-
-    /// The ABI view, valid while `self` is alive and not moved.
-    pub(super) fn abi(&self) -> WriteSink {
-        WriteSink {
-            ctx: self as *const Sink as *mut c_void,
-            reserve: sink_reserve,
-            commit: sink_commit,
-        }
-    }
-
-    /// Sends what is left in the chunk (after a successful call).
-    pub(super) fn finish(self) -> io::Result<()> {
-        let mut state = self
-            .state
-            .into_inner()
-            .map_err(|_| io::Error::other("the diff sink's lock is poisoned"))?;
-        state.send()
+/// The [`WakerRef`] of `waker`, borrowed for one `stream_read` call.
+pub(super) fn waker_ref(waker: &Waker) -> WakerRef {
+    WakerRef {
+        ctx: waker as *const Waker as *const c_void,
+        clone: waker_clone,
+        wake: waker_wake,
+        drop: waker_drop,
     }
 }
 
-impl SinkState {
-    fn send(&mut self) -> io::Result<()> {
-        if self.closed {
-            return Err(gone());
-        }
-        if self.chunk.is_empty() {
-            return Ok(());
-        }
-        let chunk = std::mem::take(&mut self.chunk);
-        if park_on(self.tx.send(chunk)).is_err() {
-            self.closed = true;
-            return Err(gone());
-        }
-        Ok(())
-    }
+extern "C" fn waker_clone(ctx: *const c_void) -> *const c_void {
+    // SAFETY: ctx is the borrowed `Waker` of `waker_ref` or an owned one made here; the plugin
+    // uses each only while it is alive.
+    let waker = unsafe { &*(ctx as *const Waker) };
+    Box::into_raw(Box::new(waker.clone())) as *const c_void
 }
 
-fn gone() -> io::Error {
-    io::Error::new(io::ErrorKind::BrokenPipe, "the diff's reader went away")
+extern "C" fn waker_wake(ctx: *const c_void) {
+    // SAFETY: as in `waker_clone`.
+    let waker = unsafe { &*(ctx as *const Waker) };
+    // A waker that panics has nothing to tell the plugin; it must not unwind into it.
+    let _ = catch_unwind(AssertUnwindSafe(|| waker.wake_by_ref()));
 }
 
-fn with_sink(ctx: *mut c_void, f: impl FnOnce(&mut SinkState) -> Status) -> Status {
-    if ctx.is_null() {
-        return status::INVALID_INPUT;
-    }
-    // SAFETY: ctx is the `Sink` the host passed with this callback, alive until the call that
-    // got it returns, and the plugin writes only during that call.
-    let sink = unsafe { &*(ctx as *const Sink) };
-    let Ok(mut state) = sink.state.lock() else {
-        return status::IO;
-    };
-    if state.closed {
-        return status::IO;
-    }
-    catch_unwind(AssertUnwindSafe(|| f(&mut state))).unwrap_or(status::IO)
-}
-
-extern "C" fn sink_reserve(ctx: *mut c_void, buf: *mut *mut u8, len: *mut usize) -> Status {
-    if buf.is_null() || len.is_null() {
-        return status::INVALID_INPUT;
-    }
-    with_sink(ctx, |state| {
-        if state.chunk.capacity() == 0 {
-            state.chunk = Vec::with_capacity(CHUNK);
-        }
-        let spare = state.chunk.spare_capacity_mut();
-        // SAFETY: checked non-null; the plugin's out pointers, valid for the call.
-        unsafe {
-            buf.write(spare.as_mut_ptr() as *mut u8);
-            len.write(spare.len());
-        }
-        OK
-    })
-}
-
-extern "C" fn sink_commit(ctx: *mut c_void, n: usize) -> Status {
-    with_sink(ctx, |state| {
-        let len = state.chunk.len();
-        if n > state.chunk.capacity() - len {
-            return status::INVALID_INPUT;
-        }
-        // SAFETY: the ABI: the plugin wrote the first `n` bytes of the memory `reserve` lent,
-        // the chunk's spare capacity, which has not moved since (only this sink touches the
-        // chunk, under its lock).
-        unsafe { state.chunk.set_len(len + n) };
-        if state.chunk.len() < CHUNK {
-            return OK;
-        }
-        match state.send() {
-            Ok(()) => OK,
-            Err(_) => status::IO,
-        }
-    })
-}
-
-/// Reads the chunks a [`Sink`] sends, in order.
-pub(super) struct ChunkReader {
-    rx: mpsc::Receiver<Vec<u8>>,
-    chunk: Vec<u8>,
-    pos: usize,
-}
-
-impl ChunkReader {
-    /// A reader that starts with `head` (the first chunk, already received).
-    pub(super) fn new(rx: mpsc::Receiver<Vec<u8>>, head: Vec<u8>) -> ChunkReader {
-        ChunkReader {
-            rx,
-            chunk: head,
-            pos: 0,
-        }
-    }
-}
-
-impl AsyncRead for ChunkReader {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        loop {
-            if this.pos < this.chunk.len() {
-                let n = buf.remaining().min(this.chunk.len() - this.pos);
-                buf.put_slice(&this.chunk[this.pos..this.pos + n]);
-                this.pos += n;
-                return Poll::Ready(Ok(()));
-            }
-            match this.rx.poll_recv(cx) {
-                Poll::Pending => return Poll::Pending,
-                // The end of the chunks; the caller asks the call whether they are whole.
-                Poll::Ready(None) => return Poll::Ready(Ok(())),
-                Poll::Ready(Some(chunk)) => {
-                    this.chunk = chunk;
-                    this.pos = 0;
-                }
-            }
-        }
-    }
+extern "C" fn waker_drop(ctx: *const c_void) {
+    // SAFETY: an owned context made by `waker_clone`, given back once.
+    let waker = unsafe { Box::from_raw(ctx as *mut Waker) };
+    let _ = catch_unwind(AssertUnwindSafe(|| drop(waker)));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
+    use std::pin::Pin;
+    use tokio::io::{AsyncRead, AsyncReadExt};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_source_reads_the_stream_into_foreign_memory_and_keeps_its_error() {
@@ -349,47 +212,30 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_sink_passes_lent_buffers_in_order_and_fails_once_the_reader_is_gone() {
-        let (tx, rx) = mpsc::channel(DEPTH);
-        let sink = Sink::new(tx);
-        let writer = tokio::task::spawn_blocking(move || {
-            let abi = sink.abi();
-            let mut written = 0u32;
-            while written < 3_000_000 {
-                let (mut ptr, mut len) = (std::ptr::null_mut(), 0);
-                assert_eq!((abi.reserve)(abi.ctx, &mut ptr, &mut len), OK);
-                assert!(len > 0);
-                let n = len.min(12_345);
-                for i in 0..n {
-                    // SAFETY: `len >= n` bytes lent by reserve.
-                    unsafe { ptr.add(i).write((written + i as u32) as u8) };
-                }
-                assert_eq!((abi.commit)(abi.ctx, n), OK);
-                written += n as u32;
+    #[test]
+    fn a_waker_ref_clones_wakes_and_drops_the_waker() {
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
-            // Committing more than was lent is refused.
-            let (mut ptr, mut len) = (std::ptr::null_mut(), 0);
-            assert_eq!((abi.reserve)(abi.ctx, &mut ptr, &mut len), OK);
-            assert_eq!((abi.commit)(abi.ctx, len + 1), status::INVALID_INPUT);
-            sink.finish().unwrap();
-            written
-        });
-        let mut reader = ChunkReader::new(rx, Vec::new());
-        let mut got = Vec::new();
-        reader.read_to_end(&mut got).await.unwrap();
-        let written = writer.await.unwrap();
-        assert_eq!(got.len(), written as usize);
-        assert!(got.iter().enumerate().all(|(i, b)| *b == i as u8));
-
-        // The reader is gone: the next full chunk fails.
-        let (tx, rx) = mpsc::channel(DEPTH);
-        drop(rx);
-        let sink = Sink::new(tx);
-        let abi = sink.abi();
-        let (mut ptr, mut len) = (std::ptr::null_mut(), 0);
-        assert_eq!((abi.reserve)(abi.ctx, &mut ptr, &mut len), OK);
-        assert_eq!((abi.commit)(abi.ctx, len), status::IO);
-        assert_eq!((abi.reserve)(abi.ctx, &mut ptr, &mut len), status::IO);
+        }
+        let count = Arc::new(Count(0.into()));
+        let waker = Waker::from(count.clone());
+        let r = waker_ref(&waker);
+        let owned = (r.clone)(r.ctx) as usize;
+        assert_eq!(Arc::strong_count(&count), 3);
+        // An owned context may be woken and dropped from another thread.
+        let (wake, give_back) = (r.wake, r.drop);
+        std::thread::spawn(move || {
+            let owned = owned as *const c_void;
+            wake(owned);
+            give_back(owned);
+        })
+        .join()
+        .unwrap();
+        (r.wake)(r.ctx);
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(Arc::strong_count(&count), 2);
     }
 }

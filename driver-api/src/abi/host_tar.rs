@@ -1,15 +1,16 @@
 //! How [`PluginDriver`](super::host::PluginDriver) moves tar streams across the boundary.
 //!
-//! ABI 1.1 (`diff_into`, `apply_diff_from`): in place. `apply_diff_from` reads the caller's
-//! stream through a [`ReadSource`](super::ReadSource) straight into the plugin's buffer, on
-//! the plugin's thread, exactly as a direct call's blocking reader would; `diff_into` reads the
-//! plugin's stream straight into chunks the host lends and hands them to the caller's reader.
-//! ABI 1.0 (`diff`, `apply_diff`): through a pipe, whose end is handed to the plugin; used for
-//! a plugin whose vtable stops before the 1.1 functions.
+//! ABI 1.1 (`apply_diff_from`, `diff_open` + `stream_read` + `stream_close`): in place.
+//! `apply_diff_from` reads the caller's stream through a [`ReadSource`](super::ReadSource)
+//! straight into the plugin's buffer, on the plugin's thread, exactly as a direct call's
+//! blocking reader would. `diff_open` hands back the plugin's stream, which the caller's reads
+//! poll directly (`stream_read`, with the caller's waker), as they would poll a direct call's
+//! stream: no thread or buffer in between.
 //!
-//! Either way, each call runs on a blocking thread while the async caller waits or reads, and
-//! the call's status decides whether the stream is whole: a diff that failed midway is a read
-//! error, never a short tar that looks whole.
+//! ABI 1.0 (`diff`, `apply_diff`): through a pipe, whose end is handed to the plugin; used for
+//! a plugin whose vtable stops before the 1.1 functions. Each call runs on a blocking thread
+//! while the caller feeds or reads the pipe, and the call's status decides whether the stream
+//! is whole: a diff that failed midway is a read error, never a short tar that looks whole.
 
 use std::future::Future;
 use std::io;
@@ -20,12 +21,15 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::unix::pipe;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::host::{Instance, id_bytes, invoke, parent_bytes, plugin_error};
-use super::host_io::{ChunkReader, DEPTH, Sink, Source};
-use super::{ApplyDiffFn, ApplyDiffFromFn, DiffFn, DiffIntoFn};
+use super::host::{Instance, id_bytes, invoke, invoke_raw, parent_bytes, plugin_error};
+use super::host_io::{Source, waker_ref};
+use super::status::{self, OK, PENDING};
+use super::{
+    ApplyDiffFn, ApplyDiffFromFn, DiffFn, DiffOpenFn, Stream, StreamCloseFn, StreamReadFn,
+};
+use crate::stream::run_blocking;
 use crate::{Error, Result, TarStream};
 
 /// How large the host asks its pipes to be (best effort): fewer wake-ups per megabyte.
@@ -34,36 +38,103 @@ const PIPE_SIZE: usize = 1 << 20;
 /// The call's id and parent, owned, for a blocking thread.
 type Ids = (String, Option<String>);
 
-/// `diff` through `diff_into` (ABI 1.1).
-pub(super) async fn diff_into(inst: Arc<Instance>, f: DiffIntoFn, ids: Ids) -> Result<TarStream> {
-    let (tx, mut rx) = mpsc::channel(DEPTH);
-    let mut call = tokio::task::spawn_blocking(move || {
+/// The 1.1 stream functions.
+#[derive(Clone, Copy)]
+pub(super) struct StreamFns {
+    pub(super) open: DiffOpenFn,
+    pub(super) read: StreamReadFn,
+    pub(super) close: StreamCloseFn,
+}
+
+/// `diff` through `diff_open` (ABI 1.1): the plugin's stream, polled in place.
+pub(super) async fn diff_open(inst: Arc<Instance>, fns: StreamFns, ids: Ids) -> Result<TarStream> {
+    let opener = inst.clone();
+    let stream = run_blocking(move || {
         let (id, parent) = ids;
-        let sink = Sink::new(tx);
-        let abi = sink.abi();
+        let mut stream: Stream = std::ptr::null_mut();
         invoke("diff", |err| {
-            // SAFETY: a live handle of this vtable; arguments and sink alive for the call.
-            unsafe { f(inst.handle, id_bytes(&id), parent_bytes(&parent), &abi, err) }
-        })?;
-        sink.finish().map_err(|e| Error::io("diff", e))
-    });
-    // Errors before the first byte (a missing layer, a failed mount) come from `diff` itself,
-    // as from an in-process driver.
-    tokio::select! {
-        biased;
-        outcome = &mut call => {
-            joined(outcome, "diff")?;
-            // Done and whole: every chunk is in the channel.
-            Ok(reader(ChunkReader::new(rx, Vec::new()), None))
-        }
-        first = rx.recv() => match first {
-            Some(head) => Ok(reader(ChunkReader::new(rx, head), Some(call))),
-            // The sink is gone, so the call is over: its status says whether that is all.
-            None => {
-                joined(call.await, "diff")?;
-                Ok(reader(ChunkReader::new(rx, Vec::new()), None))
+            // SAFETY: a live handle of this vtable; arguments alive for the call.
+            unsafe {
+                (fns.open)(
+                    opener.handle,
+                    id_bytes(&id),
+                    parent_bytes(&parent),
+                    &mut stream,
+                    err,
+                )
             }
-        },
+        })?;
+        if stream.is_null() {
+            return Err(plugin_error("diff: the plugin gave no stream"));
+        }
+        Ok(SendStream(stream))
+    })
+    .await?;
+    Ok(Box::pin(PluginStream {
+        inst,
+        fns,
+        stream: stream.0,
+    }))
+}
+
+struct SendStream(Stream);
+// SAFETY: ABI 1.1: a stream may be used from any thread, one at a time.
+unsafe impl Send for SendStream {}
+
+/// A plugin's open stream; closed when dropped.
+struct PluginStream {
+    /// Keeps the instance alive while the stream is.
+    inst: Arc<Instance>,
+    fns: StreamFns,
+    stream: Stream,
+}
+
+// SAFETY: ABI 1.1: a stream may be used from any thread, one at a time (`poll_read` takes
+// `&mut self`); the instance is `Send + Sync`.
+unsafe impl Send for PluginStream {}
+
+impl AsyncRead for PluginStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let this = self.get_mut();
+        // SAFETY: the plugin only writes into the memory (ABI 1.1), never de-initializes it.
+        let unfilled = unsafe { buf.unfilled_mut() };
+        let (ptr, len) = (unfilled.as_mut_ptr() as *mut u8, unfilled.len());
+        let waker = waker_ref(cx.waker());
+        let mut n = 0usize;
+        let (status, wire) = invoke_raw(|err| {
+            // SAFETY: a live handle of this vtable and one of its open streams; `len` writable
+            // bytes at `ptr`; the waker and `n` alive for the call.
+            unsafe { (this.fns.read)(this.inst.handle, this.stream, ptr, len, &mut n, &waker, err) }
+        });
+        match status {
+            PENDING => Poll::Pending,
+            OK if n <= len => {
+                // SAFETY: the plugin filled the first `n <= len` bytes of the unfilled part.
+                unsafe { buf.assume_init(n) };
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
+            OK => Poll::Ready(Err(io::Error::other(plugin_error(format!(
+                "diff: the plugin read {n} bytes into a buffer of {len}"
+            ))))),
+            _ => Poll::Ready(Err(io::Error::from(
+                status::decode(status, wire, "diff").context("diff"),
+            ))),
+        }
+    }
+}
+
+impl Drop for PluginStream {
+    fn drop(&mut self) {
+        // SAFETY: a live handle of this vtable and one of its open streams, closed once.
+        unsafe { (self.fns.close)(self.inst.handle, self.stream) }
     }
 }
 
@@ -118,8 +189,9 @@ pub(super) async fn diff_pipe(inst: Arc<Instance>, f: DiffFn, ids: Ids) -> Resul
             unsafe { f(inst.handle, id_bytes(&id), parent_bytes(&parent), fd, err) }
         })
     });
-    // As in `diff_into`: wait for the first bytes, or for the end of the stream and then the
-    // call's status.
+    // Errors before the first byte (a missing layer, a failed mount) come from `diff` itself,
+    // as from an in-process driver: wait for the first bytes, or for the end of the stream and
+    // then the call's status.
     let mut head = vec![0u8; 64 * 1024];
     loop {
         tokio::select! {
@@ -188,15 +260,29 @@ pub(super) async fn apply_diff_pipe(
         outcome = &mut call => (None, outcome),
         copied = &mut copy => (Some(copied), (&mut call).await),
     };
-    let size = joined(outcome, "apply_diff")?;
-    match copied {
-        // The plugin succeeded but the input failed: what it applied may be a truncated tar
-        // that happened to end on an entry boundary.
-        Some(Err(e)) if e.kind() != io::ErrorKind::BrokenPipe => {
-            Err(Error::io("read the layer to apply", e))
+    // A plugin that failed first may have failed because the input did (a truncated tar):
+    // look once more whether the copy is over.
+    let copied = match copied {
+        Some(c) => Some(c),
+        None => {
+            std::future::poll_fn(|cx| {
+                Poll::Ready(match copy.as_mut().poll(cx) {
+                    Poll::Ready(r) => Some(r),
+                    Poll::Pending => None,
+                })
+            })
+            .await
         }
-        _ => Ok(size),
+    };
+    // The input failing is the cause, whatever the plugin made of it (a truncated tar); and a
+    // plugin that succeeded on a failed input may have applied a truncated tar that happened
+    // to end on an entry boundary.
+    if let Some(Err(e)) = copied
+        && e.kind() != io::ErrorKind::BrokenPipe
+    {
+        return Err(Error::io("read the layer to apply", e));
     }
+    joined(outcome, "apply_diff")
 }
 
 /// A blocking call's result; a panic of the host's own code around the call is a `Plugin`
