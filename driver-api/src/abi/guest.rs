@@ -9,29 +9,21 @@
 //! on the host's calling thread. Every shim catches panics; a panic poisons the instance.
 
 use std::collections::BTreeMap;
-use std::ffi::{OsStr, c_int};
-use std::io::Write;
-use std::mem::MaybeUninit;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, ReadBuf};
-
-use super::guest_io;
-use super::status::{self, OK, PENDING, POISONED, Status};
+use super::guest_tar;
+use super::status::{self, OK, POISONED, Status};
 use super::{
     ABI_MAJOR, ABI_MINOR, Bytes, BytesSink, CapabilitiesOut, ChangeSink, CreateArgs, Descriptor,
-    ErrorSink, Handle, InitArgs, KeyValue, KvSink, MAGIC, MountArgs, ReadSource, Stream, VTable,
-    WakerRef, cap, flags,
+    ErrorSink, Handle, InitArgs, KeyValue, KvSink, MAGIC, MountArgs, VTable, cap, flags,
 };
 use crate::{
     Capabilities, ChangeKind, CreateOpts, Driver, Error, ErrorKind, LayerId, MountOpts, Result,
-    TarStream,
 };
 
 /// What [`export_driver!`](crate::export_driver) knows about a plugin: its driver type, its
@@ -58,12 +50,9 @@ const WORKERS: usize = 2;
 /// How long `destroy` waits for a plugin's tasks before leaving them behind.
 const SHUTDOWN: Duration = Duration::from_secs(5);
 
-/// The size of the buffer `diff` copies through.
-const CHUNK: usize = 256 * 1024;
-
-struct Instance<D> {
-    rt: tokio::runtime::Runtime,
-    driver: D,
+pub(super) struct Instance<D> {
+    pub(super) rt: tokio::runtime::Runtime,
+    pub(super) driver: D,
     poisoned: AtomicBool,
 }
 
@@ -83,14 +72,14 @@ pub const fn vtable<P: Plugin>() -> VTable {
         exists: Some(exists::<P::Driver>),
         metadata: Some(metadata::<P::Driver>),
         cleanup: Some(cleanup::<P::Driver>),
-        diff: Some(diff::<P::Driver>),
-        apply_diff: Some(apply_diff::<P::Driver>),
+        diff: Some(guest_tar::diff::<P::Driver>),
+        apply_diff: Some(guest_tar::apply_diff::<P::Driver>),
         changes: Some(changes::<P::Driver>),
         diff_size: Some(diff_size::<P::Driver>),
-        apply_diff_from: Some(apply_diff_from::<P::Driver>),
-        diff_open: Some(diff_open::<P::Driver>),
-        stream_read: Some(stream_read::<P::Driver>),
-        stream_close: Some(stream_close::<P::Driver>),
+        apply_diff_from: Some(guest_tar::apply_diff_from::<P::Driver>),
+        diff_open: Some(guest_tar::diff_open::<P::Driver>),
+        stream_read: Some(guest_tar::stream_read::<P::Driver>),
+        stream_close: Some(guest_tar::stream_close::<P::Driver>),
     }
 }
 
@@ -143,7 +132,7 @@ fn report(err: *const ErrorSink, status: Status, errno: i32, message: &str) {
 
 /// Runs `f` on the instance behind `h`: refuses when poisoned, catches panics (poisoning),
 /// reports errors through `err`.
-fn call<D, F>(h: Handle, err: *const ErrorSink, f: F) -> Status
+pub(super) fn call<D, F>(h: Handle, err: *const ErrorSink, f: F) -> Status
 where
     F: FnOnce(&Instance<D>) -> Result<()>,
 {
@@ -179,7 +168,7 @@ where
     }
 }
 
-fn invalid(what: impl Into<String>) -> Error {
+pub(super) fn invalid(what: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidInput, what)
 }
 
@@ -192,11 +181,11 @@ fn text(b: Bytes, what: &str) -> Result<Option<String>> {
     Ok(Some(s.to_string()))
 }
 
-fn layer_id(b: Bytes) -> Result<LayerId> {
+pub(super) fn layer_id(b: Bytes) -> Result<LayerId> {
     LayerId::new(text(b, "layer id")?.ok_or_else(|| invalid("no layer id"))?)
 }
 
-fn parent_id(b: Bytes) -> Result<Option<LayerId>> {
+pub(super) fn parent_id(b: Bytes) -> Result<Option<LayerId>> {
     text(b, "parent id")?.map(LayerId::new).transpose()
 }
 
@@ -230,16 +219,7 @@ fn push_pairs(out: *const KvSink, pairs: &[(String, String)]) -> Result<()> {
     Ok(())
 }
 
-/// Takes ownership of a descriptor the host handed over; `None` for a negative one.
-///
-/// # Safety
-/// `fd` must be an open descriptor nobody else will close, or negative.
-unsafe fn take_fd(fd: c_int) -> Option<OwnedFd> {
-    // SAFETY: the caller hands over ownership of an open descriptor.
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn write_out<T: Copy>(out: *mut T, value: T) -> Result<()> {
+pub(super) fn write_out<T: Copy>(out: *mut T, value: T) -> Result<()> {
     if out.is_null() {
         return Err(invalid("null out pointer"));
     }
@@ -487,169 +467,6 @@ unsafe extern "C" fn metadata<D: Driver>(
 
 unsafe extern "C" fn cleanup<D: Driver>(h: Handle, err: *const ErrorSink) -> Status {
     call::<D, _>(h, err, |inst| inst.rt.block_on(inst.driver.cleanup()))
-}
-
-unsafe extern "C" fn diff<D: Driver>(
-    h: Handle,
-    id: Bytes,
-    parent: Bytes,
-    fd: c_int,
-    err: *const ErrorSink,
-) -> Status {
-    // SAFETY: the host hands over the pipe's write end; owned from here on, so it is closed
-    // on every path, errors and panics included.
-    let fd = unsafe { take_fd(fd) };
-    call::<D, _>(h, err, move |inst| {
-        let mut pipe = std::fs::File::from(fd.ok_or_else(|| invalid("no diff pipe"))?);
-        let (id, parent) = (layer_id(id)?, parent_id(parent)?);
-        inst.rt.block_on(async {
-            let mut tar = inst.driver.diff(&id, parent.as_ref()).await?;
-            let mut buf = vec![0u8; CHUNK];
-            loop {
-                let n = tar
-                    .read(&mut buf)
-                    .await
-                    .map_err(|e| Error::io("read the diff", e))?;
-                if n == 0 {
-                    return Ok(());
-                }
-                // A blocking write on the host's calling thread: the diff's producer runs on
-                // its own thread, and the host reads the other end concurrently.
-                pipe.write_all(&buf[..n])
-                    .map_err(|e| Error::io("write the diff into the host's pipe", e))?;
-            }
-        })
-    })
-}
-
-unsafe extern "C" fn apply_diff<D: Driver>(
-    h: Handle,
-    id: Bytes,
-    parent: Bytes,
-    fd: c_int,
-    out: *mut u64,
-    err: *const ErrorSink,
-) -> Status {
-    // SAFETY: the host hands over the pipe's read end; owned from here on.
-    let fd = unsafe { take_fd(fd) };
-    call::<D, _>(h, err, move |inst| {
-        let fd = fd.ok_or_else(|| invalid("no apply pipe"))?;
-        let (id, parent) = (layer_id(id)?, parent_id(parent)?);
-        let size = inst.rt.block_on(async {
-            let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
-                .map_err(|e| Error::io("open the host's pipe", e))?;
-            inst.driver
-                .apply_diff(&id, parent.as_ref(), Box::pin(rx))
-                .await
-        })?;
-        write_out(out, size)
-    })
-}
-
-unsafe extern "C" fn diff_open<D: Driver>(
-    h: Handle,
-    id: Bytes,
-    parent: Bytes,
-    out: *mut Stream,
-    err: *const ErrorSink,
-) -> Status {
-    call::<D, _>(h, err, |inst| {
-        let (id, parent) = (layer_id(id)?, parent_id(parent)?);
-        if out.is_null() {
-            return Err(invalid("null stream out pointer"));
-        }
-        let tar: TarStream = inst.rt.block_on(inst.driver.diff(&id, parent.as_ref()))?;
-        let stream = Box::into_raw(Box::new(tar)) as Stream;
-        write_out(out, stream)
-    })
-}
-
-unsafe extern "C" fn stream_read<D: Driver>(
-    h: Handle,
-    stream: Stream,
-    buf: *mut u8,
-    len: usize,
-    out: *mut usize,
-    waker: *const WakerRef,
-    err: *const ErrorSink,
-) -> Status {
-    let mut pending = false;
-    let status = call::<D, _>(h, err, |inst| {
-        if stream.is_null() || out.is_null() || waker.is_null() || (buf.is_null() && len > 0) {
-            return Err(invalid("null stream_read argument"));
-        }
-        // SAFETY: a stream `diff_open` made for this instance, not yet closed, used by one
-        // thread at a time (ABI 1.1).
-        let tar = unsafe { &mut *(stream as *mut TarStream) };
-        // SAFETY: the host's waker for this call; the borrowed waker lives only in this call.
-        let waker = unsafe { guest_io::borrowed_waker(&*waker) };
-        let mut cx = Context::from_waker(&waker);
-        let mem: &mut [MaybeUninit<u8>] = if len == 0 {
-            &mut []
-        } else {
-            // SAFETY: the host lends `len` writable bytes at `buf`, possibly uninitialized,
-            // for this call; `ReadBuf` only ever writes them.
-            unsafe { std::slice::from_raw_parts_mut(buf as *mut MaybeUninit<u8>, len) }
-        };
-        let mut rb = ReadBuf::uninit(mem);
-        // The driver's stream may need its runtime (a timer, a blocking-pool read).
-        let _rt = inst.rt.enter();
-        match tar.as_mut().poll_read(&mut cx, &mut rb) {
-            Poll::Pending => {
-                pending = true;
-                Ok(())
-            }
-            Poll::Ready(Ok(())) => write_out(out, rb.filled().len()),
-            Poll::Ready(Err(e)) => Err(Error::io("read the diff", e)),
-        }
-    });
-    if status == OK && pending {
-        PENDING
-    } else {
-        status
-    }
-}
-
-unsafe extern "C" fn stream_close<D: Driver>(h: Handle, stream: Stream) {
-    if h.is_null() || stream.is_null() {
-        return;
-    }
-    // SAFETY: as in `call`: a live instance of this `D`.
-    let inst = unsafe { &*(h as *const Instance<D>) };
-    // Also on a poisoned instance: this frees memory. A panicking drop loses nothing the host
-    // could act on; it must not unwind into the host.
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        let _rt = inst.rt.enter();
-        // SAFETY: a stream `diff_open` made, closed once, with no read in flight.
-        drop(unsafe { Box::from_raw(stream as *mut TarStream) });
-    }));
-}
-
-unsafe extern "C" fn apply_diff_from<D: Driver>(
-    h: Handle,
-    id: Bytes,
-    parent: Bytes,
-    source: *const ReadSource,
-    out: *mut u64,
-    err: *const ErrorSink,
-) -> Status {
-    call::<D, _>(h, err, |inst| {
-        if source.is_null() {
-            return Err(invalid("null apply source"));
-        }
-        // SAFETY: valid for the call.
-        let source = unsafe { *source };
-        let (id, parent) = (layer_id(id)?, parent_id(parent)?);
-        // `_revoke` is dropped before this returns, also when the driver panics: a reader the
-        // driver kept cannot reach the host's source after the call.
-        let (reader, _revoke) = guest_io::host_reader(source);
-        let size = inst.rt.block_on(inst.driver.apply_diff(
-            &id,
-            parent.as_ref(),
-            Box::pin(reader),
-        ))?;
-        write_out(out, size)
-    })
 }
 
 unsafe extern "C" fn changes<D: Driver>(

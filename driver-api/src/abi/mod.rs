@@ -43,11 +43,13 @@ use std::ffi::{c_int, c_void};
 
 pub mod guest;
 mod guest_io;
+mod guest_tar;
 pub mod host;
 mod host_io;
 mod host_tar;
 mod log;
 mod macros;
+mod spec;
 pub mod status;
 
 pub use status::Status;
