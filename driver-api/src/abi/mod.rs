@@ -19,8 +19,9 @@
 //! - Tar streams cross in place (ABI 1.1): `apply_diff_from` reads the host's stream with
 //!   [`ReadSource::read`] straight into the plugin's buffer; `diff_open` gives the host a
 //!   [`Stream`] it polls with `stream_read`, which reads straight into the host's buffer and,
-//!   when no bytes are ready, keeps the host's [`WakerRef`] and wakes it later. The bytes are
-//!   copied no more often, and pass no more threads, than in a direct call. ABI 1.0's `diff`
+//!   when no bytes are ready, keeps the host's [`WakerRef`] and wakes it later (a poll in C
+//!   terms: no Rust future or `Waker` crosses, and each side frees only what it allocated).
+//!   The bytes are copied no more often, and pass no more threads, than in a direct call. ABI 1.0's `diff`
 //!   and `apply_diff` take pipe file descriptors whose ownership passes to the plugin with the
 //!   call (`diff` writes into the write end it was given and closes it; `apply_diff` reads the
 //!   read end to the end of the tar and closes it); a host uses them for a plugin built for
