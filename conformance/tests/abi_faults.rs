@@ -25,10 +25,13 @@ use strata_driver_dir::{Config, DirDriver, MountMode};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 /// The dir driver with planted faults: creating a layer named `panic` panics, the diff of a
-/// layer named `fail` breaks off with an error after 16 MiB, and that of `panic-diff` panics
-/// after 4 MiB.
+/// layer named `fail` breaks off with an error after 16 MiB, that of `panic-diff` panics
+/// after 4 MiB, and applying to `stash` keeps the stream in [`STASHED`] and returns.
 #[derive(Debug)]
 struct Faulty(DirDriver);
+
+/// Where an apply to the layer `stash` leaves its stream.
+static STASHED: std::sync::Mutex<Option<TarStream>> = std::sync::Mutex::new(None);
 
 #[async_trait]
 impl Driver for Faulty {
@@ -86,6 +89,11 @@ impl Driver for Faulty {
         self.0.diff(id, parent).await
     }
     async fn apply_diff(&self, id: &LayerId, p: Option<&LayerId>, tar: TarStream) -> Result<u64> {
+        if id.as_str() == "stash" {
+            // A driver that keeps the stream past the call.
+            *STASHED.lock().unwrap() = Some(tar);
+            return Ok(0);
+        }
         self.0.apply_diff(id, p, tar).await
     }
     async fn changes(
@@ -367,6 +375,22 @@ async fn an_apply_whose_input_fails_midway_fails_with_the_inputs_error() {
         // The instance goes on.
         d.remove(&id("dst"), false).await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_kept_past_apply_fails_instead_of_reaching_the_hosts_freed_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = driver(tmp.path());
+    let input: TarStream = Box::pin(std::io::Cursor::new(vec![0u8; 4096]));
+    d.create(&id("stash"), None, &CreateOpts::default())
+        .await
+        .unwrap();
+    assert_eq!(d.apply_diff(&id("stash"), None, input).await.unwrap(), 0);
+    let mut kept = STASHED.lock().unwrap().take().expect("the driver kept it");
+    let err = kept.read(&mut [0u8; 512]).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::Other, "{err}");
+    // The instance goes on.
+    assert!(d.exists(&id("stash")).await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
