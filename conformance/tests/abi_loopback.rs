@@ -1,6 +1,7 @@
 //! The plugin ABI in-process: the dir driver wrapped in the guest shims (as `export_driver!`
 //! wraps a plugin's driver) and driven through the host's `PluginDriver`, with no shared
-//! library. The whole suite runs through every shim, pipe and sink of ABI 1.
+//! library. The whole suite runs through every shim and sink of ABI 1.1 (its in-place tar
+//! streams; abi_faults also drives the 1.0 pipes).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -9,17 +9,14 @@
 //! on the host's calling thread. Every shim catches panics; a panic poisons the instance.
 
 use std::collections::BTreeMap;
-use std::ffi::{OsStr, c_int};
-use std::io::Write;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
-
+use super::guest_tar;
 use super::status::{self, OK, POISONED, Status};
 use super::{
     ABI_MAJOR, ABI_MINOR, Bytes, BytesSink, CapabilitiesOut, ChangeSink, CreateArgs, Descriptor,
@@ -53,12 +50,9 @@ const WORKERS: usize = 2;
 /// How long `destroy` waits for a plugin's tasks before leaving them behind.
 const SHUTDOWN: Duration = Duration::from_secs(5);
 
-/// The size of the buffer `diff` copies through.
-const CHUNK: usize = 256 * 1024;
-
-struct Instance<D> {
-    rt: tokio::runtime::Runtime,
-    driver: D,
+pub(super) struct Instance<D> {
+    pub(super) rt: tokio::runtime::Runtime,
+    pub(super) driver: D,
     poisoned: AtomicBool,
 }
 
@@ -78,10 +72,14 @@ pub const fn vtable<P: Plugin>() -> VTable {
         exists: Some(exists::<P::Driver>),
         metadata: Some(metadata::<P::Driver>),
         cleanup: Some(cleanup::<P::Driver>),
-        diff: Some(diff::<P::Driver>),
-        apply_diff: Some(apply_diff::<P::Driver>),
+        diff: Some(guest_tar::diff::<P::Driver>),
+        apply_diff: Some(guest_tar::apply_diff::<P::Driver>),
         changes: Some(changes::<P::Driver>),
         diff_size: Some(diff_size::<P::Driver>),
+        apply_diff_from: Some(guest_tar::apply_diff_from::<P::Driver>),
+        diff_open: Some(guest_tar::diff_open::<P::Driver>),
+        stream_read: Some(guest_tar::stream_read::<P::Driver>),
+        stream_close: Some(guest_tar::stream_close::<P::Driver>),
     }
 }
 
@@ -134,7 +132,7 @@ fn report(err: *const ErrorSink, status: Status, errno: i32, message: &str) {
 
 /// Runs `f` on the instance behind `h`: refuses when poisoned, catches panics (poisoning),
 /// reports errors through `err`.
-fn call<D, F>(h: Handle, err: *const ErrorSink, f: F) -> Status
+pub(super) fn call<D, F>(h: Handle, err: *const ErrorSink, f: F) -> Status
 where
     F: FnOnce(&Instance<D>) -> Result<()>,
 {
@@ -170,7 +168,7 @@ where
     }
 }
 
-fn invalid(what: impl Into<String>) -> Error {
+pub(super) fn invalid(what: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidInput, what)
 }
 
@@ -183,11 +181,11 @@ fn text(b: Bytes, what: &str) -> Result<Option<String>> {
     Ok(Some(s.to_string()))
 }
 
-fn layer_id(b: Bytes) -> Result<LayerId> {
+pub(super) fn layer_id(b: Bytes) -> Result<LayerId> {
     LayerId::new(text(b, "layer id")?.ok_or_else(|| invalid("no layer id"))?)
 }
 
-fn parent_id(b: Bytes) -> Result<Option<LayerId>> {
+pub(super) fn parent_id(b: Bytes) -> Result<Option<LayerId>> {
     text(b, "parent id")?.map(LayerId::new).transpose()
 }
 
@@ -221,16 +219,7 @@ fn push_pairs(out: *const KvSink, pairs: &[(String, String)]) -> Result<()> {
     Ok(())
 }
 
-/// Takes ownership of a descriptor the host handed over; `None` for a negative one.
-///
-/// # Safety
-/// `fd` must be an open descriptor nobody else will close, or negative.
-unsafe fn take_fd(fd: c_int) -> Option<OwnedFd> {
-    // SAFETY: the caller hands over ownership of an open descriptor.
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn write_out<T: Copy>(out: *mut T, value: T) -> Result<()> {
+pub(super) fn write_out<T: Copy>(out: *mut T, value: T) -> Result<()> {
     if out.is_null() {
         return Err(invalid("null out pointer"));
     }
@@ -478,63 +467,6 @@ unsafe extern "C" fn metadata<D: Driver>(
 
 unsafe extern "C" fn cleanup<D: Driver>(h: Handle, err: *const ErrorSink) -> Status {
     call::<D, _>(h, err, |inst| inst.rt.block_on(inst.driver.cleanup()))
-}
-
-unsafe extern "C" fn diff<D: Driver>(
-    h: Handle,
-    id: Bytes,
-    parent: Bytes,
-    fd: c_int,
-    err: *const ErrorSink,
-) -> Status {
-    // SAFETY: the host hands over the pipe's write end; owned from here on, so it is closed
-    // on every path, errors and panics included.
-    let fd = unsafe { take_fd(fd) };
-    call::<D, _>(h, err, move |inst| {
-        let mut pipe = std::fs::File::from(fd.ok_or_else(|| invalid("no diff pipe"))?);
-        let (id, parent) = (layer_id(id)?, parent_id(parent)?);
-        inst.rt.block_on(async {
-            let mut tar = inst.driver.diff(&id, parent.as_ref()).await?;
-            let mut buf = vec![0u8; CHUNK];
-            loop {
-                let n = tar
-                    .read(&mut buf)
-                    .await
-                    .map_err(|e| Error::io("read the diff", e))?;
-                if n == 0 {
-                    return Ok(());
-                }
-                // A blocking write on the host's calling thread: the diff's producer runs on
-                // its own thread, and the host reads the other end concurrently.
-                pipe.write_all(&buf[..n])
-                    .map_err(|e| Error::io("write the diff into the host's pipe", e))?;
-            }
-        })
-    })
-}
-
-unsafe extern "C" fn apply_diff<D: Driver>(
-    h: Handle,
-    id: Bytes,
-    parent: Bytes,
-    fd: c_int,
-    out: *mut u64,
-    err: *const ErrorSink,
-) -> Status {
-    // SAFETY: the host hands over the pipe's read end; owned from here on.
-    let fd = unsafe { take_fd(fd) };
-    call::<D, _>(h, err, move |inst| {
-        let fd = fd.ok_or_else(|| invalid("no apply pipe"))?;
-        let (id, parent) = (layer_id(id)?, parent_id(parent)?);
-        let size = inst.rt.block_on(async {
-            let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
-                .map_err(|e| Error::io("open the host's pipe", e))?;
-            inst.driver
-                .apply_diff(&id, parent.as_ref(), Box::pin(rx))
-                .await
-        })?;
-        write_out(out, size)
-    })
 }
 
 unsafe extern "C" fn changes<D: Driver>(

@@ -3,31 +3,25 @@
 //! [`PluginSpec::validate`] checks a descriptor (magic, ABI major, sizes, name, the functions
 //! ABI 1 requires) and keeps a copy of its vtable; [`PluginDriver::new`] makes an instance over
 //! a home directory. Each call runs on a blocking thread (`spawn_blocking`) while the async
-//! caller waits; tar streams go through pipes, read and written concurrently with the call so
-//! that neither side waits on a full pipe buffer.
+//! caller waits. Tar streams cross in place through host callbacks (ABI 1.1), or through pipes
+//! for a plugin built for ABI 1.0; either way a stream that failed midway is a read error.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsString, c_void};
 use std::fmt;
-use std::future::Future;
-use std::io;
-use std::os::fd::{IntoRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
 
 use async_trait::async_trait;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
-use tokio::net::unix::pipe;
-use tokio::task::JoinHandle;
 
+use super::host_tar;
+pub use super::spec::{PluginSpec, valid_name};
 use super::status::{self, OK, Status, Wire};
 use super::{
-    ABI_MAJOR, Bytes, BytesSink, CapabilitiesOut, ChangeSink, CreateArgs, Descriptor, ErrorSink,
-    Handle, InitArgs, KeyValue, KvSink, MAGIC, MountArgs, VTable, cap, flags,
+    Bytes, BytesSink, CapabilitiesOut, ChangeSink, CreateArgs, ErrorSink, Handle, InitArgs,
+    KeyValue, KvSink, MountArgs, VTable, cap,
 };
 use crate::stream::run_blocking;
 use crate::{
@@ -35,197 +29,14 @@ use crate::{
     Result, TarStream, naive,
 };
 
-/// How large the host asks its pipes to be (best effort): fewer wake-ups per megabyte.
-const PIPE_SIZE: usize = 1 << 20;
-
-/// A validated plugin descriptor: what is needed to make instances of its driver.
-#[derive(Clone)]
-pub struct PluginSpec {
-    name: String,
-    version: String,
-    api_version: String,
-    flags: u64,
-    vtable: VTable,
-}
-
-impl fmt::Debug for PluginSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PluginSpec")
-            .field("name", &self.name)
-            .field("version", &self.version)
-            .field("api_version", &self.api_version)
-            .field("flags", &self.flags)
-            .finish_non_exhaustive()
-    }
-}
-
-fn plugin_error(msg: impl Into<String>) -> Error {
+pub(super) fn plugin_error(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::Plugin, msg)
 }
 
-/// Reads text out of a plugin's descriptor.
-///
-/// # Safety
-/// `b` must be null or point to `len` bytes valid for `'static`.
-unsafe fn static_text(b: Bytes, what: &str) -> Result<String> {
-    // SAFETY: the caller promises 'static bytes.
-    let raw = unsafe { b.as_slice() }.ok_or_else(|| plugin_error(format!("no {what}")))?;
-    String::from_utf8(raw.to_vec()).map_err(|_| plugin_error(format!("{what} is not UTF-8")))
-}
-
-/// Whether `name` can be a driver's name: `[A-Za-z0-9][A-Za-z0-9_.-]*`, at most 64 bytes.
-pub fn valid_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    name.len() <= 64
-        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-impl PluginSpec {
-    /// Checks a descriptor returned by a plugin's entry symbol.
-    ///
-    /// Every way it can be wrong is a `Plugin` error that says what: null, the wrong magic
-    /// (not a strata driver), another ABI major (naming both), too small, no vtable, a
-    /// function ABI 1 requires missing, a name that is not a valid driver name.
-    ///
-    /// # Safety
-    /// `desc` must be null or point to memory that stays valid and unchanged for the life of
-    /// the process (a loaded, never unloaded library's static), holding at least the
-    /// descriptor's first 24 bytes and, if those say so, a whole [`Descriptor`].
-    pub unsafe fn validate(desc: *const Descriptor) -> Result<PluginSpec> {
-        if desc.is_null() {
-            return Err(plugin_error("the entry symbol returned no descriptor"));
-        }
-        // SAFETY: the caller promises at least the fixed header is readable; read it field by
-        // field before trusting the size.
-        let (magic, major, size) = unsafe {
-            (
-                std::ptr::addr_of!((*desc).magic).read(),
-                std::ptr::addr_of!((*desc).abi_major).read(),
-                std::ptr::addr_of!((*desc).size).read(),
-            )
-        };
-        if magic != MAGIC {
-            return Err(plugin_error(format!(
-                "not a strata driver: descriptor magic {magic:#018x}, expected {MAGIC:#018x}"
-            )));
-        }
-        if major != ABI_MAJOR {
-            return Err(plugin_error(format!(
-                "built for strata driver ABI {major}, but this strata speaks ABI {ABI_MAJOR}"
-            )));
-        }
-        if size < size_of::<Descriptor>() {
-            return Err(plugin_error(format!(
-                "descriptor of {size} bytes is smaller than ABI {ABI_MAJOR}'s {}",
-                size_of::<Descriptor>()
-            )));
-        }
-        // SAFETY: the size says the whole v1 descriptor is there.
-        let d = unsafe { &*desc };
-        // SAFETY: descriptor strings are the plugin's 'static data.
-        let name = unsafe { static_text(d.name, "driver name")? };
-        if !valid_name(&name) {
-            return Err(plugin_error(format!("invalid driver name {name:?}")));
-        }
-        // SAFETY: as above.
-        let version = unsafe { static_text(d.plugin_version, "plugin version")? };
-        // SAFETY: as above.
-        let api_version = unsafe { static_text(d.api_version, "api version")? };
-        if d.vtable.is_null() {
-            return Err(plugin_error(format!("plugin {name} has no vtable")));
-        }
-        // SAFETY: non-null, the plugin's 'static vtable; its first field is its size.
-        let vt_size = unsafe { std::ptr::addr_of!((*d.vtable).size).read() };
-        let vtable = copy_vtable(d.vtable, vt_size);
-        let required: [(&str, bool); 12] = [
-            ("init", vtable.init.is_some()),
-            ("destroy", vtable.destroy.is_some()),
-            ("capabilities", vtable.capabilities.is_some()),
-            ("status", vtable.status.is_some()),
-            ("create", vtable.create.is_some()),
-            ("remove", vtable.remove.is_some()),
-            ("get", vtable.get.is_some()),
-            ("put", vtable.put.is_some()),
-            ("is_mounted", vtable.is_mounted.is_some()),
-            ("exists", vtable.exists.is_some()),
-            ("metadata", vtable.metadata.is_some()),
-            ("cleanup", vtable.cleanup.is_some()),
-        ];
-        if let Some((missing, _)) = required.iter().find(|(_, present)| !present) {
-            return Err(plugin_error(format!(
-                "plugin {name} lacks the function {missing}, which ABI {ABI_MAJOR} requires"
-            )));
-        }
-        Ok(PluginSpec {
-            name,
-            version,
-            api_version,
-            flags: d.flags,
-            vtable,
-        })
-    }
-
-    /// The driver's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The plugin's own version.
-    pub fn version(&self) -> &str {
-        &self.version
-    }
-
-    /// The strata-driver-api version the plugin was built with.
-    pub fn api_version(&self) -> &str {
-        &self.api_version
-    }
-
-    /// Whether the plugin catches its panics (built with `panic = "unwind"`).
-    pub fn contains_panics(&self) -> bool {
-        self.flags & flags::PANIC_UNWIND != 0
-    }
-}
-
-/// Copies the first `size` bytes of a plugin's vtable over one whose functions are all
-/// absent: a smaller (older) vtable leaves the newer functions `None`, a larger (newer) one's
-/// extra functions are not read.
-fn copy_vtable(src: *const VTable, size: usize) -> VTable {
-    let mut vt = VTable {
-        size: 0,
-        init: None,
-        destroy: None,
-        capabilities: None,
-        status: None,
-        create: None,
-        remove: None,
-        get: None,
-        put: None,
-        is_mounted: None,
-        exists: None,
-        metadata: None,
-        cleanup: None,
-        diff: None,
-        apply_diff: None,
-        changes: None,
-        diff_size: None,
-    };
-    let n = size.min(size_of::<VTable>());
-    // SAFETY: `src` is the plugin's 'static vtable of at least `size` bytes; we copy at most
-    // `n <= size` bytes into a local of `size_of::<VTable>() >= n` bytes. Every field is a
-    // pointer-sized `Option<extern fn>` (or the size), for which any bit pattern a C compiler
-    // or rustc puts there (null or a function address) is valid.
-    unsafe {
-        std::ptr::copy_nonoverlapping(src as *const u8, (&raw mut vt) as *mut u8, n);
-    }
-    vt.size = size;
-    vt
-}
-
 /// One live instance: the plugin's handle and the functions to call on it.
-struct Instance {
-    vt: VTable,
-    handle: Handle,
+pub(super) struct Instance {
+    pub(super) vt: VTable,
+    pub(super) handle: Handle,
 }
 
 // SAFETY: ABI 1 requires every function of a plugin to be callable concurrently on one handle
@@ -311,18 +122,22 @@ extern "C" fn push_change(ctx: *mut c_void, kind: u8, path: Bytes) {
     }));
 }
 
-/// Calls a plugin function with an error sink and turns its status into a result.
-fn invoke(call: &str, f: impl FnOnce(*const ErrorSink) -> Status) -> Result<()> {
+/// Calls a plugin function with an error sink: its status and what the sink got.
+pub(super) fn invoke_raw(f: impl FnOnce(*const ErrorSink) -> Status) -> (Status, Option<Wire>) {
     let mut slot: Option<Wire> = None;
     let sink = ErrorSink {
         ctx: (&raw mut slot) as *mut c_void,
         set: set_error,
     };
     let st = f(&sink);
-    if st == OK {
-        Ok(())
-    } else {
-        Err(status::decode(st, slot, call))
+    (st, slot)
+}
+
+/// Calls a plugin function with an error sink and turns its status into a result.
+pub(super) fn invoke(call: &str, f: impl FnOnce(*const ErrorSink) -> Status) -> Result<()> {
+    match invoke_raw(f) {
+        (OK, _) => Ok(()),
+        (st, slot) => Err(status::decode(st, slot, call)),
     }
 }
 
@@ -333,11 +148,11 @@ fn absent(call: &str) -> Error {
     )
 }
 
-fn id_bytes(id: &str) -> Bytes {
+pub(super) fn id_bytes(id: &str) -> Bytes {
     Bytes::new(id.as_bytes())
 }
 
-fn parent_bytes(parent: &Option<String>) -> Bytes {
+pub(super) fn parent_bytes(parent: &Option<String>) -> Bytes {
     Bytes::opt(parent.as_deref().map(str::as_bytes))
 }
 
@@ -361,30 +176,6 @@ fn caps_from_abi(c: CapabilitiesOut) -> Capabilities {
         mount_spec: on(cap::MOUNT_SPEC),
         rename_dir: on(cap::RENAME_DIR),
         read_only_images: on(cap::READ_ONLY_IMAGES),
-    }
-}
-
-/// A pipe with close-on-exec ends, enlarged where the system allows.
-fn make_pipe() -> Result<(OwnedFd, OwnedFd)> {
-    let (rd, wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .map_err(|e| Error::io("pipe", e.into()))?;
-    // Best effort: a smaller pipe works, with more wake-ups.
-    let _ = rustix::pipe::fcntl_setpipe_size(&wr, PIPE_SIZE);
-    Ok((rd, wr))
-}
-
-/// Copies `from` into `to` in pipe-sized pieces (tokio's `copy` moves 8 KiB at a time, which
-/// wakes the plugin's reader a hundred times as often).
-async fn copy_big(from: &mut TarStream, to: &mut pipe::Sender) -> io::Result<u64> {
-    let mut buf = vec![0u8; PIPE_SIZE];
-    let mut total = 0u64;
-    loop {
-        let n = from.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(total);
-        }
-        to.write_all(&buf[..n]).await?;
-        total += n as u64;
     }
 }
 
@@ -426,11 +217,11 @@ impl PluginDriver {
             // SAFETY: a validated vtable's init, with arguments alive for the call.
             unsafe { init(&args, &mut handle, err) }
         })
-        .map_err(|e| e.context(format!("start plugin driver {}", spec.name)))?;
+        .map_err(|e| e.context(format!("start plugin driver {}", spec.name())))?;
         if handle.is_null() {
             return Err(plugin_error(format!(
                 "plugin {}: init returned no instance",
-                spec.name
+                spec.name()
             )));
         }
         let inner = Arc::new(Instance {
@@ -448,7 +239,7 @@ impl PluginDriver {
         })?;
         Ok(PluginDriver {
             inner,
-            name: spec.name.clone(),
+            name: spec.name().to_string(),
             caps: caps_from_abi(caps),
         })
     }
@@ -532,48 +323,6 @@ impl PluginDriver {
             })
         })
         .await
-    }
-}
-
-/// The read end of `diff`'s pipe: at end of file it waits for the call's status, so a diff
-/// that failed midway is a read error, never a short tar that looks whole.
-struct DiffReader {
-    rx: pipe::Receiver,
-    /// The first bytes, read before `diff` returned.
-    head: Vec<u8>,
-    pos: usize,
-    call: Option<JoinHandle<Result<()>>>,
-}
-
-impl AsyncRead for DiffReader {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.pos < this.head.len() {
-            let n = buf.remaining().min(this.head.len() - this.pos);
-            buf.put_slice(&this.head[this.pos..this.pos + n]);
-            this.pos += n;
-            return Poll::Ready(Ok(()));
-        }
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut this.rx).poll_read(cx, buf))?;
-        if buf.filled().len() > before || buf.remaining() == 0 {
-            return Poll::Ready(Ok(()));
-        }
-        // End of file: the plugin closed its end. Its status says whether the tar is whole.
-        let Some(call) = this.call.as_mut() else {
-            return Poll::Ready(Ok(()));
-        };
-        let outcome = ready!(Pin::new(call).poll(cx));
-        this.call = None;
-        Poll::Ready(match outcome {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(io::Error::from(e.context("diff"))),
-            Err(e) => Err(io::Error::other(format!("the diff call failed: {e}"))),
-        })
     }
 }
 
@@ -707,49 +456,18 @@ impl Driver for PluginDriver {
     }
 
     async fn diff(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<TarStream> {
-        let Some(f) = self.inner.vt.diff else {
-            return naive::diff(self, id, parent).await;
-        };
-        let (rd, wr) = make_pipe()?;
-        let rx = pipe::Receiver::from_owned_fd(rd).map_err(|e| Error::io("diff pipe", e))?;
+        let ids = (id.to_string(), parent.map(LayerId::to_string));
         let inst = self.inner.clone();
-        let (id, parent) = (id.to_string(), parent.map(LayerId::to_string));
-        let call = tokio::task::spawn_blocking(move || {
-            // The write end is the plugin's from here on: it closes it.
-            let fd = wr.into_raw_fd();
-            invoke("diff", |err| {
-                // SAFETY: a live handle of this vtable; arguments alive for the call; the fd
-                // is handed over.
-                unsafe { f(inst.handle, id_bytes(&id), parent_bytes(&parent), fd, err) }
-            })
-        });
-        // Errors before the first byte (a missing layer, a failed mount) come from `diff`
-        // itself, as from an in-process driver: wait for the first bytes, or for the end of
-        // the stream and then the call's status.
-        let mut call = call;
-        let mut head = vec![0u8; 64 * 1024];
-        loop {
-            tokio::select! {
-                biased;
-                outcome = &mut call => {
-                    outcome.map_err(|e| plugin_error(format!("the diff call failed: {e}")))??;
-                    // Done and whole: what it wrote is all in the pipe.
-                    return Ok(Box::pin(DiffReader { rx, head: Vec::new(), pos: 0, call: None }));
-                }
-                ready = rx.readable() => {
-                    ready.map_err(|e| Error::io("diff pipe", e))?;
-                    match rx.try_read(&mut head) {
-                        Ok(0) => continue, // the plugin closed its end: its status follows
-                        Ok(n) => {
-                            head.truncate(n);
-                            let call = Some(call);
-                            return Ok(Box::pin(DiffReader { rx, head, pos: 0, call }));
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                        Err(e) => return Err(Error::io("diff pipe", e)),
-                    }
-                }
-            }
+        let vt = &self.inner.vt;
+        if let (Some(open), Some(read), Some(close)) =
+            (vt.diff_open, vt.stream_read, vt.stream_close)
+        {
+            let fns = host_tar::StreamFns { open, read, close };
+            return host_tar::diff_open(inst, fns, ids).await;
+        }
+        match vt.diff {
+            Some(f) => host_tar::diff_pipe(inst, f, ids).await,
+            None => naive::diff(self, id, parent).await,
         }
     }
 
@@ -757,57 +475,14 @@ impl Driver for PluginDriver {
         &self,
         id: &LayerId,
         parent: Option<&LayerId>,
-        mut diff: TarStream,
+        diff: TarStream,
     ) -> Result<u64> {
-        let Some(f) = self.inner.vt.apply_diff else {
-            return naive::apply_diff(self, id, parent, diff).await;
-        };
-        let (rd, wr) = make_pipe()?;
-        let mut tx = pipe::Sender::from_owned_fd(wr).map_err(|e| Error::io("apply pipe", e))?;
+        let ids = (id.to_string(), parent.map(LayerId::to_string));
         let inst = self.inner.clone();
-        let (id, parent) = (id.to_string(), parent.map(LayerId::to_string));
-        let mut call = tokio::task::spawn_blocking(move || {
-            // The read end is the plugin's from here on: it closes it.
-            let fd = rd.into_raw_fd();
-            let mut size = 0u64;
-            invoke("apply_diff", |err| {
-                // SAFETY: a live handle of this vtable; arguments alive for the call; the fd
-                // is handed over.
-                unsafe {
-                    f(
-                        inst.handle,
-                        id_bytes(&id),
-                        parent_bytes(&parent),
-                        fd,
-                        &mut size,
-                        err,
-                    )
-                }
-            })?;
-            Ok(size)
-        });
-        // Feed the pipe while the plugin reads it; dropping the sender is its end of file.
-        let copy = async move {
-            let r = copy_big(&mut diff, &mut tx).await;
-            drop(tx);
-            r
-        };
-        tokio::pin!(copy);
-        let (copied, outcome) = tokio::select! {
-            // The plugin is done before the input is: it stopped reading (an error, or the end
-            // of the tar reached before the end of the stream). Stop feeding it.
-            outcome = &mut call => (None, outcome),
-            copied = &mut copy => (Some(copied), (&mut call).await),
-        };
-        let size =
-            outcome.map_err(|e| plugin_error(format!("the apply_diff call failed: {e}")))??;
-        match copied {
-            // The plugin succeeded but the input failed: what it applied may be a truncated
-            // tar that happened to end on an entry boundary.
-            Some(Err(e)) if e.kind() != io::ErrorKind::BrokenPipe => {
-                Err(Error::io("read the layer to apply", e))
-            }
-            _ => Ok(size),
+        match (self.inner.vt.apply_diff_from, self.inner.vt.apply_diff) {
+            (Some(f), _) => host_tar::apply_diff_from(inst, f, ids, diff).await,
+            (None, Some(f)) => host_tar::apply_diff_pipe(inst, f, ids, diff).await,
+            (None, None) => naive::apply_diff(self, id, parent, diff).await,
         }
     }
 
@@ -863,16 +538,5 @@ impl Driver for PluginDriver {
             Ok(n)
         })
         .await
-    }
-}
-
-impl PluginSpec {
-    /// The spec of plugin `P` wrapped in the guest shims in this process, without a shared
-    /// library: the ABI loopback, which drives a driver through every shim and every host
-    /// call exactly as a loaded plugin is driven.
-    pub fn in_process<P: super::guest::Plugin>() -> Result<PluginSpec> {
-        let desc = super::guest::leak_descriptor::<P>();
-        // SAFETY: a descriptor this process just made and leaked: 'static and whole.
-        unsafe { PluginSpec::validate(desc) }
     }
 }

@@ -16,12 +16,18 @@
 //! - Results come back through host-supplied sinks ([`ErrorSink`], [`BytesSink`],
 //!   [`KvSink`], [`ChangeSink`]) that copy during the call: nothing is ever freed on the other
 //!   side of the boundary. Inputs are borrowed [`Bytes`] valid for the call only.
-//! - Tar streams go through pipe file descriptors whose ownership passes to the plugin with
-//!   the call: `diff` writes into the write end it was given and closes it; `apply_diff` reads
-//!   the read end to the end of the tar and closes it. The call's status says whether the
-//!   stream is whole: the host reads to end of file, then waits for the status and turns a
-//!   failure into a read error, so a stream that failed midway is never a short tar that looks
-//!   whole.
+//! - Tar streams cross in place (ABI 1.1): `apply_diff_from` reads the host's stream with
+//!   [`ReadSource::read`] straight into the plugin's buffer; `diff_open` gives the host a
+//!   [`Stream`] it polls with `stream_read`, which reads straight into the host's buffer and,
+//!   when no bytes are ready, keeps the host's [`WakerRef`] and wakes it later (a poll in C
+//!   terms: no Rust future or `Waker` crosses, and each side frees only what it allocated).
+//!   The bytes are copied no more often, and pass no more threads, than in a direct call. ABI 1.0's `diff`
+//!   and `apply_diff` take pipe file descriptors whose ownership passes to the plugin with the
+//!   call (`diff` writes into the write end it was given and closes it; `apply_diff` reads the
+//!   read end to the end of the tar and closes it); a host uses them for a plugin built for
+//!   1.0, whose vtable stops before the 1.1 functions, and then turns a failed status into a
+//!   read error after the last byte. Either way a stream that failed midway is a read error,
+//!   never a short tar that looks whole.
 //! - Every function catches panics; a panicked instance is poisoned and answers every later
 //!   call with [`status::POISONED`] (a `Plugin` error). A plugin built with `panic = "abort"`
 //!   cannot contain its panics and takes the host down; [`flags::PANIC_UNWIND`] says which.
@@ -37,9 +43,14 @@
 use std::ffi::{c_int, c_void};
 
 pub mod guest;
+mod guest_io;
+mod guest_tar;
 pub mod host;
+mod host_io;
+mod host_tar;
 mod log;
 mod macros;
+mod spec;
 pub mod status;
 
 pub use status::Status;
@@ -49,7 +60,12 @@ pub const ABI_MAJOR: u32 = 1;
 
 /// The ABI minor version this crate speaks: each minor only appends (vtable functions,
 /// descriptor and argument fields, status codes, flags).
-pub const ABI_MINOR: u32 = 0;
+///
+/// - 1.0: the first.
+/// - 1.1: tar streams in place instead of through pipes: [`VTable::apply_diff_from`] (with a
+///   [`ReadSource`]), [`VTable::diff_open`], [`VTable::stream_read`] (with a [`WakerRef`]; the
+///   status [`status::PENDING`]) and [`VTable::stream_close`].
+pub const ABI_MINOR: u32 = 1;
 
 /// The first field of every [`Descriptor`]: `"STRATADR"` as a big-endian integer.
 pub const MAGIC: u64 = u64::from_be_bytes(*b"STRATADR");
@@ -205,6 +221,46 @@ pub struct ChangeSink {
     pub push: extern "C" fn(ctx: *mut c_void, kind: u8, path: Bytes),
 }
 
+/// The host's tar stream for `apply_diff_from` (ABI 1.1), read in place.
+///
+/// `read` fills up to `len` bytes at `buf` (writable, possibly uninitialized memory the plugin
+/// owns), stores how many it filled in `*n` and returns [`status::OK`]; `*n == 0` with a
+/// non-zero `len` is the end of the stream. Any other status is a read error (the host keeps
+/// the cause and reports it as the call's error); every later read fails too. `read` may
+/// block until the host has bytes, may be called from any thread but never concurrently, and
+/// only until `apply_diff_from` returns.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ReadSource {
+    /// The host's context.
+    pub ctx: *mut c_void,
+    /// Reads the next bytes of the stream.
+    pub read: extern "C" fn(ctx: *mut c_void, buf: *mut u8, len: usize, n: *mut usize) -> Status,
+}
+
+/// A plugin's open tar stream (ABI 1.1): made by `diff_open`, read with `stream_read`, freed
+/// by `stream_close`. Opaque to the host; used by one thread at a time, any thread.
+pub type Stream = *mut c_void;
+
+/// The host's waker (ABI 1.1), for a `stream_read` that has no bytes yet.
+///
+/// `ctx` as passed to `stream_read` is borrowed for that call. `clone(ctx)` returns a new
+/// context the plugin owns and must give back exactly once with `drop`; `wake(ctx)` wakes the
+/// host's reader (it does not consume `ctx`). All three may be called from any thread, at any
+/// time while the plugin holds an owned context, also after the stream is closed.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct WakerRef {
+    /// The host's waker.
+    pub ctx: *const c_void,
+    /// Makes an owned copy of a context.
+    pub clone: extern "C" fn(ctx: *const c_void) -> *const c_void,
+    /// Wakes the reader.
+    pub wake: extern "C" fn(ctx: *const c_void),
+    /// Gives back an owned context.
+    pub drop: extern "C" fn(ctx: *const c_void),
+}
+
 /// `create`/`create_rw` options.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -358,6 +414,42 @@ pub type ApplyDiffFn = unsafe extern "C" fn(
     out: *mut u64,
     err: *const ErrorSink,
 ) -> Status;
+/// `diff_open(handle, id, parent, out_stream, err)` (ABI 1.1): starts the diff; the errors a
+/// diff meets before its first byte (a missing layer) come from here.
+pub type DiffOpenFn = unsafe extern "C" fn(
+    h: Handle,
+    id: Bytes,
+    parent: Bytes,
+    out: *mut Stream,
+    err: *const ErrorSink,
+) -> Status;
+/// `stream_read(handle, stream, buf, len, out_n, waker, err)` (ABI 1.1): polls the stream for
+/// up to `len` bytes into `buf` (writable, possibly uninitialized host memory). [`status::OK`]
+/// with `*out_n` bytes (0 with a non-zero `len`: the end of the stream, which is then whole);
+/// [`status::PENDING`]: none yet, `waker` will be woken; any other status: the stream failed.
+/// Never blocks.
+pub type StreamReadFn = unsafe extern "C" fn(
+    h: Handle,
+    stream: Stream,
+    buf: *mut u8,
+    len: usize,
+    out: *mut usize,
+    waker: *const WakerRef,
+    err: *const ErrorSink,
+) -> Status;
+/// `stream_close(handle, stream)` (ABI 1.1): frees the stream, read to its end or not; also
+/// on a poisoned instance.
+pub type StreamCloseFn = unsafe extern "C" fn(h: Handle, stream: Stream);
+/// `apply_diff_from(handle, id, parent, source, out_size, err)` (ABI 1.1): applies the tar
+/// read from `source`.
+pub type ApplyDiffFromFn = unsafe extern "C" fn(
+    h: Handle,
+    id: Bytes,
+    parent: Bytes,
+    source: *const ReadSource,
+    out: *mut u64,
+    err: *const ErrorSink,
+) -> Status;
 /// `changes(handle, id, parent, changes, err)`.
 pub type ChangesFn = unsafe extern "C" fn(
     h: Handle,
@@ -414,6 +506,16 @@ pub struct VTable {
     pub changes: Option<ChangesFn>,
     /// [`Driver::diff_size`](crate::Driver::diff_size).
     pub diff_size: Option<DiffSizeFn>,
+    /// [`Driver::apply_diff`](crate::Driver::apply_diff) from a [`ReadSource`] (ABI 1.1); a
+    /// host prefers it to `apply_diff`.
+    pub apply_diff_from: Option<ApplyDiffFromFn>,
+    /// [`Driver::diff`](crate::Driver::diff) as a [`Stream`] (ABI 1.1); a host that has all
+    /// three stream functions prefers them to `diff`.
+    pub diff_open: Option<DiffOpenFn>,
+    /// Polls a [`Stream`] (ABI 1.1).
+    pub stream_read: Option<StreamReadFn>,
+    /// Frees a [`Stream`] (ABI 1.1).
+    pub stream_close: Option<StreamCloseFn>,
 }
 
 // SAFETY: a vtable is immutable 'static data (function pointers); sharing it is sound.
@@ -437,6 +539,11 @@ const _: () = {
     assert!(size_of::<BytesSink>() == 16 && offset_of!(BytesSink, write) == 8);
     assert!(size_of::<KvSink>() == 16 && offset_of!(KvSink, push) == 8);
     assert!(size_of::<ChangeSink>() == 16 && offset_of!(ChangeSink, push) == 8);
+    assert!(size_of::<ReadSource>() == 16 && offset_of!(ReadSource, read) == 8);
+    assert!(size_of::<WakerRef>() == 32);
+    assert!(offset_of!(WakerRef, clone) == 8);
+    assert!(offset_of!(WakerRef, wake) == 16);
+    assert!(offset_of!(WakerRef, drop) == 24);
     assert!(size_of::<CreateArgs>() == 32);
     assert!(offset_of!(CreateArgs, read_write) == 0);
     assert!(offset_of!(CreateArgs, has_size) == 1);
@@ -462,7 +569,7 @@ const _: () = {
     assert!(offset_of!(Descriptor, vtable) == 80);
     // Option<extern fn> is pointer-sized (the null niche): every slot is 8 bytes.
     assert!(size_of::<Option<InitFn>>() == 8);
-    assert!(size_of::<VTable>() == 8 * 17);
+    assert!(size_of::<VTable>() == 8 * 21);
     assert!(offset_of!(VTable, init) == 8);
     assert!(offset_of!(VTable, destroy) == 16);
     assert!(offset_of!(VTable, capabilities) == 24);
@@ -479,6 +586,11 @@ const _: () = {
     assert!(offset_of!(VTable, apply_diff) == 112);
     assert!(offset_of!(VTable, changes) == 120);
     assert!(offset_of!(VTable, diff_size) == 128);
+    // 1.1
+    assert!(offset_of!(VTable, apply_diff_from) == 136);
+    assert!(offset_of!(VTable, diff_open) == 144);
+    assert!(offset_of!(VTable, stream_read) == 152);
+    assert!(offset_of!(VTable, stream_close) == 160);
 };
 
 #[cfg(test)]

@@ -45,6 +45,9 @@ pub const IO: Status = 14;
 pub const PANIC: Status = 100;
 /// An earlier call panicked; the instance refuses every call.
 pub const POISONED: Status = 101;
+/// (ABI 1.1) Not an error: `stream_read` has no bytes yet and will wake the waker it was
+/// given when it may have. Only `stream_read` returns it.
+pub const PENDING: Status = 102;
 
 /// The code for `kind`.
 pub fn from_kind(kind: ErrorKind) -> Status {
@@ -170,7 +173,7 @@ mod tests {
     fn codes_are_pinned() {
         let codes: Vec<Status> = KINDS.iter().map(|k| from_kind(*k)).collect();
         assert_eq!(codes, (1..=14).collect::<Vec<_>>());
-        assert_eq!((OK, PANIC, POISONED), (0, 100, 101));
+        assert_eq!((OK, PANIC, POISONED, PENDING), (0, 100, 101, 102));
     }
 
     #[test]

@@ -6,9 +6,11 @@
 //!
 //! DIR should be on a fresh filesystem (bench/plugin.sh makes an ext4 on a loop device).
 //! Measures: applying a 100 MiB layer (100 files of 1 MiB), into the page cache and made
-//! durable with a syncfs as the engine's import does, 1,000 creates + 1,000 removes of
-//! base layers, and 10,000 `exists` calls (the bare cost of a call). Best of RUNS, alternating
-//! the two sides.
+//! durable with a syncfs as the engine's import does, reading the same layer's diff to its
+//! end, 1,000 creates + 1,000 removes of base layers, and 10,000 `exists` calls (the bare
+//! cost of a call). RUNS rounds alternating the two sides (which side goes first alternates
+//! too); prints the median of each side, the ratio of the medians, and the spread
+//! (min–max) of each side's runs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -67,6 +69,16 @@ fn sync(dir: &Path) -> Res<()> {
     Ok(())
 }
 
+/// Reads the whole diff of `l` (the 100 MiB layer) and drops it.
+async fn diff(d: &dyn Driver, l: &LayerId) -> Res<Duration> {
+    let t = Instant::now();
+    let mut s = d.diff(l, None).await?;
+    let n = tokio::io::copy(&mut s, &mut tokio::io::sink()).await?;
+    let took = t.elapsed();
+    assert!(n > 100 << 20, "a short diff: {n} bytes");
+    Ok(took)
+}
+
 async fn create_remove(d: &dyn Driver, n: usize) -> Res<Duration> {
     let t = Instant::now();
     for i in 0..n {
@@ -86,6 +98,23 @@ async fn exists(d: &dyn Driver, n: usize) -> Res<Duration> {
         assert!(!d.exists(&l).await?);
     }
     Ok(t.elapsed())
+}
+
+/// Median, min and max in seconds.
+fn stats(v: &mut [Duration]) -> (f64, f64, f64) {
+    v.sort();
+    let s = |d: Duration| d.as_secs_f64();
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        s(v[n / 2])
+    } else {
+        (s(v[n / 2 - 1]) + s(v[n / 2])) / 2.0
+    };
+    (median, s(v[0]), s(v[n - 1]))
+}
+
+fn show((median, min, max): (f64, f64, f64)) -> String {
+    format!("{:.1} ({:.1}-{:.1})", median * 1e3, min * 1e3, max * 1e3)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -113,40 +142,52 @@ async fn main() -> Res<()> {
     out.sync_all().await?;
     direct.remove(&src, false).await?;
 
-    let mut best = [[Duration::MAX; 2]; 4];
+    // Each side keeps one applied copy of the layer to read diffs of.
+    let kept = id("kept".to_string());
+    for d in [&direct, &abi] {
+        d.create(&kept, None, &CreateOpts::default()).await?;
+        d.apply_diff(&kept, None, Box::pin(tokio::fs::File::open(&tar).await?))
+            .await?;
+    }
+
+    const ROWS: usize = 5;
+    let mut times: [[Vec<Duration>; 2]; ROWS] = Default::default();
     for r in 0..runs {
-        for (side, d) in [&direct, &abi].into_iter().enumerate() {
-            let d = &**d;
-            let times = [
+        let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+        for side in order {
+            let d = if side == 0 { &*direct } else { &*abi };
+            let row = [
                 apply(d, &tar, format!("a{r}"), false).await?,
                 apply(d, &tar, format!("s{r}"), true).await?,
+                diff(d, &kept).await?,
                 create_remove(d, 1000).await?,
                 exists(d, 10_000).await?,
             ];
-            for (k, t) in times.into_iter().enumerate() {
-                best[k][side] = best[k][side].min(t);
+            for (k, t) in row.into_iter().enumerate() {
+                times[k][side].push(t);
             }
         }
     }
-    println!("vfs driver: direct vs through the ABI (loaded .so), best of {runs}");
+    println!("vfs driver: direct vs through the ABI (loaded .so), median of {runs} (min-max)");
     println!(
-        "{:<38} {:>12} {:>12} {:>8} {:>14}",
-        "operation", "direct", "via ABI", "ratio", "overhead/call"
+        "{:<34} {:>22} {:>22} {:>7} {:>13}",
+        "operation", "direct ms", "via ABI ms", "ratio", "overhead/call"
     );
     let rows = [
         ("apply_diff 100 MiB (page cache)", 1.0),
         ("apply_diff 100 MiB + syncfs", 1.0),
+        ("diff 100 MiB, read to the end", 1.0),
         ("1,000 create + 1,000 remove", 2000.0),
         ("10,000 exists", 10_000.0),
     ];
     for (k, (name, calls)) in rows.iter().enumerate() {
-        let (d, a) = (best[k][0], best[k][1]);
-        let per = (a.as_secs_f64() - d.as_secs_f64()) / calls * 1e6;
+        let [d, a] = [0, 1].map(|side| stats(&mut times[k][side]));
+        let per = (a.0 - d.0) / calls * 1e6;
         println!(
-            "{name:<38} {:>10.1}ms {:>10.1}ms {:>8.3} {:>12.1}µs",
-            d.as_secs_f64() * 1e3,
-            a.as_secs_f64() * 1e3,
-            a.as_secs_f64() / d.as_secs_f64(),
+            "{name:<34} {:>22} {:>22} {:>7.3} {:>11.1}µs",
+            show(d),
+            show(a),
+            a.0 / d.0,
             per
         );
     }
