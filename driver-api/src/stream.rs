@@ -21,28 +21,64 @@ pub type TarStream = Pin<Box<dyn AsyncRead + Send>>;
 const CHUNK: usize = 256 * 1024;
 const DEPTH: usize = 8;
 
+thread_local! {
+    /// This thread may block: it is a thread the host gave a plugin call to, running that
+    /// call's future (see [`blocking_allowed_here`]).
+    static MAY_BLOCK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` (which drives a future to completion on this thread, `Runtime::block_on`) with
+/// [`run_blocking`] doing its work in place on this thread rather than on another one: for
+/// the plugin ABI's guest side, whose calls arrive on the host's blocking threads, where one
+/// more thread hop a call would be all cost.
+pub(crate) fn blocking_allowed_here<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            MAY_BLOCK.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(MAY_BLOCK.with(|c| c.replace(true)));
+    f()
+}
+
+fn panicked(what: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::Io, format!("blocking task failed: {what}"))
+}
+
 /// Runs `f` on a blocking thread and returns its result; a panic becomes an `Io` error.
+/// (On a thread that may block already, a plugin call's, `f` runs in place.)
 pub async fn run_blocking<T, F>(f: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    if MAY_BLOCK.with(|c| c.get()) {
+        return std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+            .unwrap_or_else(|_| Err(panicked("panicked")));
+    }
+    spawn(f).await
+}
+
+async fn spawn<T, F>(f: F) -> Result<T>
 where
     F: FnOnce() -> Result<T> + Send + 'static,
     T: Send + 'static,
 {
     match tokio::task::spawn_blocking(f).await {
         Ok(res) => res,
-        Err(e) => Err(Error::new(
-            ErrorKind::Io,
-            format!("blocking task failed: {e}"),
-        )),
+        Err(e) => Err(panicked(e)),
     }
 }
 
-/// Runs `f` on a blocking thread with a synchronous reader over `stream`.
+/// Runs `f` on a blocking thread with a synchronous reader over `stream`. Always another
+/// thread: the reader waits on the stream, which this thread's runtime may be feeding.
 pub async fn read_blocking<T, F>(stream: TarStream, f: F) -> Result<T>
 where
     F: FnOnce(&mut dyn Read) -> Result<T> + Send + 'static,
     T: Send + 'static,
 {
-    run_blocking(move || {
+    spawn(move || {
         let mut reader = tokio_util::io::SyncIoBridge::new(stream);
         f(&mut reader)
     })

@@ -56,6 +56,15 @@ pub(super) struct Instance<D> {
     poisoned: AtomicBool,
 }
 
+impl<D> Instance<D> {
+    /// Runs one call's future on the instance's runtime, on the host's thread (a blocking
+    /// thread of the host's): the driver's `run_blocking` work runs right there instead of
+    /// hopping to yet another thread (see `stream::run_blocking`).
+    pub(super) fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        crate::stream::blocking_allowed_here(|| self.rt.block_on(f))
+    }
+}
+
 /// The vtable of plugin `P`.
 pub const fn vtable<P: Plugin>() -> VTable {
     VTable {
@@ -360,7 +369,7 @@ unsafe extern "C" fn create<D: Driver>(
             storage_opts: pairs(args.storage_opts, args.storage_opts_len)?,
         };
         let d = &inst.driver;
-        inst.rt.block_on(async {
+        inst.block_on(async {
             if args.read_write != 0 {
                 d.create_rw(&id, parent.as_ref(), &opts).await
             } else {
@@ -378,7 +387,7 @@ unsafe extern "C" fn remove<D: Driver>(
 ) -> Status {
     call::<D, _>(h, err, |inst| {
         let id = layer_id(id)?;
-        inst.rt.block_on(inst.driver.remove(&id, force != 0))
+        inst.block_on(inst.driver.remove(&id, force != 0))
     })
 }
 
@@ -411,7 +420,7 @@ unsafe extern "C" fn get<D: Driver>(
             read_only: args.read_only != 0,
             options,
         };
-        let p = inst.rt.block_on(inst.driver.get(&id, &opts))?;
+        let p = inst.block_on(inst.driver.get(&id, &opts))?;
         // SAFETY: valid for the call.
         let sink = unsafe { &*path };
         (sink.write)(sink.ctx, Bytes::new(p.as_os_str().as_bytes()));
@@ -422,7 +431,7 @@ unsafe extern "C" fn get<D: Driver>(
 unsafe extern "C" fn put<D: Driver>(h: Handle, id: Bytes, err: *const ErrorSink) -> Status {
     call::<D, _>(h, err, |inst| {
         let id = layer_id(id)?;
-        inst.rt.block_on(inst.driver.put(&id))
+        inst.block_on(inst.driver.put(&id))
     })
 }
 
@@ -434,7 +443,7 @@ unsafe extern "C" fn is_mounted<D: Driver>(
 ) -> Status {
     call::<D, _>(h, err, |inst| {
         let id = layer_id(id)?;
-        let yes = inst.rt.block_on(inst.driver.is_mounted(&id))?;
+        let yes = inst.block_on(inst.driver.is_mounted(&id))?;
         write_out(out, u8::from(yes))
     })
 }
@@ -447,7 +456,7 @@ unsafe extern "C" fn exists<D: Driver>(
 ) -> Status {
     call::<D, _>(h, err, |inst| {
         let id = layer_id(id)?;
-        let yes = inst.rt.block_on(inst.driver.exists(&id))?;
+        let yes = inst.block_on(inst.driver.exists(&id))?;
         write_out(out, u8::from(yes))
     })
 }
@@ -460,13 +469,13 @@ unsafe extern "C" fn metadata<D: Driver>(
 ) -> Status {
     call::<D, _>(h, err, |inst| {
         let id = layer_id(id)?;
-        let m = inst.rt.block_on(inst.driver.metadata(&id))?;
+        let m = inst.block_on(inst.driver.metadata(&id))?;
         push_pairs(out, &m)
     })
 }
 
 unsafe extern "C" fn cleanup<D: Driver>(h: Handle, err: *const ErrorSink) -> Status {
-    call::<D, _>(h, err, |inst| inst.rt.block_on(inst.driver.cleanup()))
+    call::<D, _>(h, err, |inst| inst.block_on(inst.driver.cleanup()))
 }
 
 unsafe extern "C" fn changes<D: Driver>(
@@ -481,9 +490,7 @@ unsafe extern "C" fn changes<D: Driver>(
         if out.is_null() {
             return Err(invalid("null change sink"));
         }
-        let list = inst
-            .rt
-            .block_on(inst.driver.changes(&id, parent.as_ref()))?;
+        let list = inst.block_on(inst.driver.changes(&id, parent.as_ref()))?;
         // SAFETY: valid for the call.
         let sink = unsafe { &*out };
         for c in list {
@@ -507,9 +514,7 @@ unsafe extern "C" fn diff_size<D: Driver>(
 ) -> Status {
     call::<D, _>(h, err, |inst| {
         let (id, parent) = (layer_id(id)?, parent_id(parent)?);
-        let n = inst
-            .rt
-            .block_on(inst.driver.diff_size(&id, parent.as_ref()))?;
+        let n = inst.block_on(inst.driver.diff_size(&id, parent.as_ref()))?;
         write_out(out, n)
     })
 }

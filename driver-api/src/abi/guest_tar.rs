@@ -43,7 +43,7 @@ pub(super) unsafe extern "C" fn diff<D: Driver>(
     call::<D, _>(h, err, move |inst| {
         let mut pipe = std::fs::File::from(fd.ok_or_else(|| invalid("no diff pipe"))?);
         let (id, parent) = (layer_id(id)?, parent_id(parent)?);
-        inst.rt.block_on(async {
+        inst.block_on(async {
             let mut tar = inst.driver.diff(&id, parent.as_ref()).await?;
             let mut buf = vec![0u8; CHUNK];
             loop {
@@ -76,7 +76,7 @@ pub(super) unsafe extern "C" fn apply_diff<D: Driver>(
     call::<D, _>(h, err, move |inst| {
         let fd = fd.ok_or_else(|| invalid("no apply pipe"))?;
         let (id, parent) = (layer_id(id)?, parent_id(parent)?);
-        let size = inst.rt.block_on(async {
+        let size = inst.block_on(async {
             let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
                 .map_err(|e| Error::io("open the host's pipe", e))?;
             inst.driver
@@ -99,7 +99,7 @@ pub(super) unsafe extern "C" fn diff_open<D: Driver>(
         if out.is_null() {
             return Err(invalid("null stream out pointer"));
         }
-        let tar: TarStream = inst.rt.block_on(inst.driver.diff(&id, parent.as_ref()))?;
+        let tar: TarStream = inst.block_on(inst.driver.diff(&id, parent.as_ref()))?;
         let stream = Box::into_raw(Box::new(tar)) as Stream;
         write_out(out, stream)
     })
@@ -184,11 +184,10 @@ pub(super) unsafe extern "C" fn apply_diff_from<D: Driver>(
         // `_revoke` is dropped before this returns, also when the driver panics: a reader the
         // driver kept cannot reach the host's source after the call.
         let (reader, _revoke) = guest_io::host_reader(source);
-        let size = inst.rt.block_on(inst.driver.apply_diff(
-            &id,
-            parent.as_ref(),
-            Box::pin(reader),
-        ))?;
+        let size = inst.block_on(
+            inst.driver
+                .apply_diff(&id, parent.as_ref(), Box::pin(reader)),
+        )?;
         write_out(out, size)
     })
 }
