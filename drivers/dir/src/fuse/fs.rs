@@ -276,15 +276,7 @@ pub(crate) fn to_attr(ino: u64, st: &rfs::Stat) -> FileAttr {
 
 /// The FUSE file type of an `st_mode`.
 pub(crate) fn file_type(mode: u32) -> FileType {
-    match Kind::from_mode(mode) {
-        Kind::Dir => FileType::Directory,
-        Kind::File => FileType::RegularFile,
-        Kind::Symlink => FileType::Symlink,
-        Kind::Fifo => FileType::NamedPipe,
-        Kind::Char => FileType::CharDevice,
-        Kind::Block => FileType::BlockDevice,
-        Kind::Socket => FileType::Socket,
-    }
+    kind_type(Kind::from_mode(mode))
 }
 
 /// The FUSE file type of a node kind.

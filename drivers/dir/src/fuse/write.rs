@@ -178,12 +178,9 @@ impl UnionFs {
                 rfs::mkdirat(&dir, name, Mode::from_raw_mode(mode & 0o7777))?;
                 if had_whiteout {
                     // Over a whiteout: the lower directory of that name stays hidden.
-                    let made = rfs::openat(&dir, name, dir_flags(), Mode::empty())?;
-                    let opq = OsStr::from_bytes(whiteout::OPAQUE.as_bytes());
-                    let marked = sys::make_marker(made.as_fd(), opq, Path::new(opq));
-                    if let Err(e) = marked {
+                    if let Err(e) = mark_opaque(&dir, name) {
                         let _ = rfs::unlinkat(&dir, name, AtFlags::REMOVEDIR);
-                        return Err(errno_of(&e));
+                        return Err(e);
                     }
                 }
                 Kind::Dir
@@ -250,11 +247,7 @@ impl UnionFs {
             return Err(Errno::NOENT);
         }
         let _ns = lock(&self.ns);
-        let m = self
-            .listing(parent)?
-            .get(name)
-            .cloned()
-            .ok_or(Errno::NOENT)?;
+        let m = self.entry(parent, name)?;
         match (dir, m.kind == Kind::Dir) {
             (false, true) => return Err(Errno::ISDIR),
             (true, false) => return Err(Errno::NOTDIR),
@@ -276,8 +269,7 @@ impl UnionFs {
             }
         }
         if m.lower {
-            let wh = whiteout::whiteout_name(name);
-            sys::make_marker(upper.as_fd(), &wh, Path::new(&wh)).map_err(|e| errno_of(&e))?;
+            write_whiteout(&upper, name)?;
         }
         let mut tree = lock(&self.tree);
         if let Some(l) = tree.listing_mut(parent) {
@@ -285,6 +277,11 @@ impl UnionFs {
         }
         tree.unlink(parent, name);
         Ok(())
+    }
+
+    /// The merged entry `name` of directory `parent`.
+    fn entry(&self, parent: u64, name: &OsStr) -> R<Merged> {
+        self.listing(parent)?.get(name).cloned().ok_or(Errno::NOENT)
     }
 
     /// The node of entry `m` (`name` in `parent`), entered without counting a lookup if the
@@ -318,11 +315,7 @@ impl UnionFs {
             return Err(Errno::PERM);
         }
         let _ns = lock(&self.ns);
-        let m = self
-            .listing(parent)?
-            .get(name)
-            .cloned()
-            .ok_or(Errno::NOENT)?;
+        let m = self.entry(parent, name)?;
         let target = self.listing(new_parent)?.get(new_name).cloned();
         if target.is_some() && noreplace {
             return Err(Errno::EXIST);
@@ -381,15 +374,12 @@ impl UnionFs {
             }
             if lower_new {
                 // What a lower directory of the new name holds stays hidden.
-                let moved = rfs::openat(&from_dir, name, dir_flags(), Mode::empty())?;
-                let opq = OsStr::from_bytes(whiteout::OPAQUE.as_bytes());
-                sys::make_marker(moved.as_fd(), opq, Path::new(opq)).map_err(|e| errno_of(&e))?;
+                mark_opaque(&from_dir, name)?;
             }
         }
         rfs::renameat(&from_dir, name, &to_dir, new_name)?;
         if m.lower {
-            let wh = whiteout::whiteout_name(name);
-            sys::make_marker(from_dir.as_fd(), &wh, Path::new(&wh)).map_err(|e| errno_of(&e))?;
+            write_whiteout(&from_dir, name)?;
         }
         if had_whiteout {
             unlink_quiet(&to_dir, &wh_new)?;
@@ -552,6 +542,19 @@ pub(super) fn restore_times(dir: &OwnedFd, st: &rfs::Stat) -> R<()> {
         },
     };
     rfs::futimens(dir, &times)
+}
+
+/// Puts the opaque marker in directory `name` of `parent`.
+fn mark_opaque(parent: &OwnedFd, name: &OsStr) -> R<()> {
+    let dir = rfs::openat(parent, name, dir_flags(), Mode::empty())?;
+    let opq = OsStr::from_bytes(whiteout::OPAQUE.as_bytes());
+    sys::make_marker(dir.as_fd(), opq, Path::new(opq)).map_err(|e| errno_of(&e))
+}
+
+/// Writes `.wh.<name>` in `dir`.
+fn write_whiteout(dir: &OwnedFd, name: &OsStr) -> R<()> {
+    let wh = whiteout::whiteout_name(name);
+    sys::make_marker(dir.as_fd(), &wh, Path::new(&wh)).map_err(|e| errno_of(&e))
 }
 
 fn dir_flags() -> OFlags {
