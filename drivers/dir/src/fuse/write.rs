@@ -173,6 +173,10 @@ impl UnionFs {
         let (_, dir) = self.upper_parent(parent)?;
         let wh = whiteout::whiteout_name(name);
         let had_whiteout = rfs::statat(&dir, &wh, AtFlags::SYMLINK_NOFOLLOW).is_ok();
+        let mode = match what {
+            Make::Dir(m) | Make::File(m) | Make::Node(m, _) => m & 0o7777,
+            Make::Symlink(_) => 0o777,
+        };
         let kind = match what {
             Make::Dir(mode) => {
                 rfs::mkdirat(&dir, name, Mode::from_raw_mode(mode & 0o7777))?;
@@ -216,6 +220,14 @@ impl UnionFs {
                 gid,
                 AtFlags::SYMLINK_NOFOLLOW,
             );
+            // A chown clears the set-user-ID and set-group-ID bits of a file: put them back.
+            let owned = owned.and_then(|()| {
+                if kind != Kind::Dir && kind != Kind::Symlink && mode & 0o6000 != 0 {
+                    rfs::chmodat(&dir, name, Mode::from_raw_mode(mode), AtFlags::empty())
+                } else {
+                    Ok(())
+                }
+            });
             if let Err(e) = owned {
                 let flag = if kind == Kind::Dir {
                     AtFlags::REMOVEDIR
