@@ -15,8 +15,9 @@ use fuser::{
 use rustix::io::Errno as Sys;
 
 use super::fs::{R, TTL, UnionFs, kind_type, lock};
+use super::modify::SetAttr;
 use super::read::{Served, XattrReply};
-use super::write::{Caller, Make, SetAttr};
+use super::write::{Caller, Make};
 
 const GEN: Generation = Generation(0);
 

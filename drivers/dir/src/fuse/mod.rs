@@ -28,6 +28,7 @@ pub(crate) mod fs;
 mod kernel;
 pub(crate) mod launch;
 mod links;
+mod modify;
 mod read;
 pub(crate) mod serve;
 mod tree;
