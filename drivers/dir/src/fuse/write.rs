@@ -1,6 +1,6 @@
 //! The operations that change the view's names, and copy-up, all in branch 0 (the layer's own
-//! diff directory), in AUFS form: copy-up before any change to a lower node, `.wh.<name>` for a removed lower
-//! name, `.wh..wh..opq` in a directory made over a whiteout.
+//! diff directory), in AUFS form: copy-up before any change to a lower node, `.wh.<name>` for
+//! a removed lower name, `.wh..wh..opq` in a directory made over a whiteout.
 //!
 //! Every change of branch 0's names runs under the `ns` mutex, so the cached listings and the
 //! inode table move from one consistent state to the next; reads and writes of open files
