@@ -237,10 +237,10 @@ impl Filesystem for UnionFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match UnionFs::read(self, fh.0, offset, size) {
-            Ok(data) => reply.data(&data),
+        UnionFs::read(self, fh.0, offset, size, |r| match r {
+            Ok(data) => reply.data(data),
             Err(e) => reply.error(err(e)),
-        }
+        });
     }
 
     fn write(
