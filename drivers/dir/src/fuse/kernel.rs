@@ -55,6 +55,9 @@ impl Filesystem for UnionFs {
         if let Err(max) = config.set_max_readahead(u32::MAX) {
             let _ = config.set_max_readahead(max);
         }
+        // Readahead requests in flight at once (the kernel's default is 12): enough to keep
+        // every server thread and the disk busy.
+        let _ = config.set_max_background(64);
         // Passthrough: the kernel reads and writes the backing file itself. Registering a
         // backing file needs CAP_SYS_ADMIN; the server's backing files are on a plain file
         // system (depth 0), so a depth of 1 keeps the view stackable under overlayfs.
