@@ -1,8 +1,11 @@
-//! The copy mount mode: refcounted views that are materialised on the first `get` and folded
-//! back on the last `put`.
+//! Refcounted views: materialised on the first `get` and folded back on the last `put` (copy
+//! mode), or served by a FUSE helper from the first `get` to the last `put` (fuse mode; see
+//! the `fuse` module).
 //!
-//! A view is mounted exactly when `state/<id>.mount` exists; it is written last when a view is
-//! made (after the files and the manifest) and removed first when one is released. That file
+//! A copied view is mounted exactly when `state/<id>.mount` exists; it is written last when a
+//! view is made (after the files and the manifest) and removed first when one is released. A
+//! FUSE view's state (`fuse=<pid>`) is written before its server starts and counts only while
+//! the mount answers: a view whose server is gone is cleared on the next call that looks. That file
 //! outlives the process, so `strata mount` in one process and `strata umount` in another work:
 //! an instance that meets a mounted view it holds no count for adopts it with a count of one.
 //!
