@@ -17,21 +17,7 @@ cd "$(dirname "$0")/.."
 cargo build --release -q -p strata-driver-dir --bins --examples
 bench=$PWD/target/release/examples/fuse_bench
 
-work=$(mktemp -d /tmp/strata-bench-dir-fuse.XXXXXX)
-mnt=$work/mnt
-cleanup() {
-    # Views the bench left (it releases them itself; this is for a failed run), then the fs.
-    set +e
-    if mountpoint -q "$mnt"; then
-        findmnt -rn -o TARGET | grep "^$mnt/" | sort -r | while read -r m; do umount -l "$m"; done
-        umount "$mnt"
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-truncate -s 4G "$work/fs.img"
-mkfs.ext4 -q -F "$work/fs.img"
-mkdir "$mnt"
-mount -o loop "$work/fs.img" "$mnt"
+. bench/lib.sh
+fresh_ext4 dir-fuse 4G
 echo "kernel $(uname -r), fresh ext4 on $(findmnt -n -o SOURCE "$mnt")"
 "$bench" "$mnt/b" "$runs"

@@ -14,17 +14,8 @@ cd "$(dirname "$0")/.."
 cargo build --release -q -p strata-engine --bin strata
 strata=$PWD/target/release/strata
 
-work=$(mktemp -d /tmp/strata-bench.XXXXXX)
-mnt=$work/mnt
-cleanup() {
-    umount "$mnt" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-truncate -s 8G "$work/fs.img"
-mkfs.ext4 -q -F "$work/fs.img"
-mkdir "$mnt"
-mount -o loop "$work/fs.img" "$mnt"
+. bench/lib.sh
+fresh_ext4 import 8G
 
 layer=$work/layer.tar.gz
 tar --numeric-owner -czf "$layer" -C "$(dirname "$src")" "$(basename "$src")"

@@ -8,15 +8,6 @@ runs=${1:-5}
 [ "$(id -u)" = 0 ] || { echo "bench/plugin.sh: needs root (loop device, mount)" >&2; exit 1; }
 cd "$(dirname "$0")/.."
 cargo build --release -q -p strata-vfs-plugin --examples
-work=$(mktemp -d /tmp/strata-bench.XXXXXX)
-mnt=$work/mnt
-cleanup() {
-    umount "$mnt" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-truncate -s 4G "$work/fs.img"
-mkfs.ext4 -q -F "$work/fs.img"
-mkdir "$mnt"
-mount -o loop "$work/fs.img" "$mnt"
+. bench/lib.sh
+fresh_ext4 plugin 4G
 target/release/examples/abi_bench "$mnt" "$runs"

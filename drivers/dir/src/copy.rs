@@ -249,7 +249,8 @@ fn gid(n: u32) -> rfs::Gid {
     rfs::Gid::from_raw(n)
 }
 
-fn timestamps(meta: &Meta) -> rfs::Timestamps {
+/// The access and modification times of `meta`, for `utimensat`/`futimens`.
+pub(crate) fn timestamps(meta: &Meta) -> rfs::Timestamps {
     let ts = |(sec, nsec): (i64, u32)| rfs::Timespec {
         tv_sec: sec,
         tv_nsec: rfs::Nsecs::from(nsec),

@@ -56,7 +56,7 @@ pub(crate) struct Mounts {
 type SlotRef = Arc<RwLock<Slot>>;
 
 // A panic while holding a lock leaves on-disk state that every step re-checks: go on.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 

@@ -13,15 +13,16 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{BackingId, FileAttr, FileType, INodeNo};
-use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
+use rustix::fs::{self as rfs, AtFlags, OFlags};
 use rustix::io::Errno;
 use strata_driver_api::Error;
 
 use crate::copy::Copier;
+pub(crate) use crate::mounts::lock;
 use crate::sys::{self, Kind};
 use crate::union;
 
@@ -97,11 +98,6 @@ pub(crate) struct UnionFs {
     pub links: Mutex<HashMap<usize, super::links::LinkIndex>>,
     /// Each open node's I/O mode (see `serve`).
     pub io: Mutex<HashMap<u64, NodeIo>>,
-}
-
-/// Locks a mutex; a panicked holder leaves maps that are still consistent enough to go on.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The errno of a driver error (EIO when it carries none).
@@ -183,27 +179,9 @@ impl UnionFs {
 
     /// Opens `rel` in branch `layer` without following any symlink or leaving the branch.
     pub(crate) fn open_in(&self, layer: usize, rel: &Path, flags: OFlags) -> R<OwnedFd> {
-        let resolve = rfs::ResolveFlags::BENEATH
-            | rfs::ResolveFlags::NO_SYMLINKS
-            | rfs::ResolveFlags::NO_MAGICLINKS
-            | rfs::ResolveFlags::NO_XDEV;
-        let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        match rfs::openat2(
-            &self.branches[layer].fd,
-            at(rel),
-            flags,
-            Mode::empty(),
-            resolve,
-        ) {
-            Err(Errno::NOSYS) => sys::open_beneath(
-                self.branches[layer].fd.as_fd(),
-                rel,
-                flags,
-                &self.branch_paths[layer].join(rel),
-            )
-            .map_err(|e| errno_of(&e)),
-            other => other,
-        }
+        let path = self.branch_paths[layer].join(rel);
+        sys::open_beneath(self.branches[layer].fd.as_fd(), rel, flags, &path)
+            .map_err(|e| errno_of(&e))
     }
 
     /// Opens directory `rel` of branch 0.

@@ -24,56 +24,39 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Finds the helper: `configured`, else `$STRATA_DIR_FUSE_HELPER`, else beside the running
 /// program or one directory up (cargo puts test binaries in `deps/`), else on `$PATH`.
 pub fn find_helper(configured: Option<&Path>) -> Result<PathBuf> {
-    let usable =
-        |p: &Path| p.is_file() && rustix::fs::access(p, rustix::fs::Access::EXEC_OK).is_ok();
-    if let Some(p) = configured {
-        return if usable(p) {
-            Ok(p.to_path_buf())
-        } else {
-            Err(Error::new(
-                ErrorKind::Config,
-                format!(
-                    "dir driver: fuse_helper {} is not an executable file",
-                    p.display()
-                ),
-            ))
-        };
-    }
-    if let Some(p) = std::env::var_os("STRATA_DIR_FUSE_HELPER") {
-        let p = PathBuf::from(p);
-        return if usable(&p) {
+    let explicit = match configured {
+        Some(p) => Some((p.to_path_buf(), "fuse_helper ")),
+        None => std::env::var_os("STRATA_DIR_FUSE_HELPER")
+            .map(|p| (PathBuf::from(p), "STRATA_DIR_FUSE_HELPER=")),
+    };
+    if let Some((p, what)) = explicit {
+        return if executable(&p) {
             Ok(p)
         } else {
             Err(Error::new(
                 ErrorKind::Config,
                 format!(
-                    "dir driver: STRATA_DIR_FUSE_HELPER={} is not an executable file",
+                    "dir driver: {what}{} is not an executable file",
                     p.display()
                 ),
             ))
         };
     }
-    let mut candidates = Vec::new();
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(dir) = exe.parent() {
-            candidates.push(dir.join(HELPER));
-            if let Some(up) = dir.parent() {
-                candidates.push(up.join(HELPER));
-            }
-        }
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        candidates.extend(std::env::split_paths(&path).map(|d| d.join(HELPER)));
-    }
-    candidates.into_iter().find(|p| usable(p)).ok_or_else(|| {
-        Error::new(
-            ErrorKind::NotSupported,
-            format!(
-                "dir driver: the FUSE helper `{HELPER}` was not found beside this program or on \
-                 PATH (build it: cargo build -p strata-driver-dir; or set fuse_helper)"
-            ),
-        )
-    })
+    let exe = std::env::current_exe().ok();
+    let beside = exe.iter().flat_map(|e| e.ancestors().skip(1).take(2));
+    beside
+        .map(|dir| dir.join(HELPER))
+        .find(|p| executable(p))
+        .or_else(|| on_path(HELPER))
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotSupported,
+                format!(
+                    "dir driver: the FUSE helper `{HELPER}` was not found beside this program or \
+                     on PATH (build it: cargo build -p strata-driver-dir; or set fuse_helper)"
+                ),
+            )
+        })
 }
 
 /// Whether this process can mount FUSE file systems: /dev/fuse opens read-write, and without
@@ -86,16 +69,21 @@ pub fn usable() -> std::result::Result<(), String> {
         .open("/dev/fuse")
         .map_err(|e| format!("/dev/fuse: {e}"))?;
     if !rustix::process::geteuid().is_root() {
-        which("fusermount3").ok_or("fusermount3 not found (package fuse3)")?;
+        on_path("fusermount3").ok_or("fusermount3 not found (package fuse3)")?;
     }
     Ok(())
 }
 
-fn which(name: &str) -> Option<PathBuf> {
+fn executable(p: &Path) -> bool {
+    p.is_file() && rustix::fs::access(p, rustix::fs::Access::EXEC_OK).is_ok()
+}
+
+/// The executable `name` in a directory of `$PATH`.
+fn on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(name))
-        .find(|p| p.is_file())
+        .find(|p| executable(p))
 }
 
 /// What is at a view's mountpoint.

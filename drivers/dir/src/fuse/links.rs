@@ -8,18 +8,18 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::os::fd::AsFd;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use rustix::fs::{self as rfs, AtFlags, OFlags};
+use rustix::fs::{self as rfs, AtFlags};
 use rustix::io::Errno;
 
-use crate::sys::{self, Kind};
+use crate::sys::Kind;
+use crate::view;
 
 use super::fs::{R, UnionFs, errno_of, lock};
 use super::tree::ROOT;
-use super::write::{restore_times, split};
+use super::write::{restore_times, split, times_of};
 
 /// One branch's multiply-linked files: (dev, ino) to their paths.
 pub(crate) type LinkIndex = Arc<HashMap<(u64, u64), Vec<PathBuf>>>;
@@ -30,26 +30,14 @@ impl UnionFs {
             return Ok(Arc::clone(i));
         }
         let mut index: HashMap<(u64, u64), Vec<PathBuf>> = HashMap::new();
-        let mut todo = vec![PathBuf::new()];
-        while let Some(rel) = todo.pop() {
-            let dir = self.open_in(layer, &rel, OFlags::RDONLY | OFlags::DIRECTORY)?;
-            let path = self.branch_paths[layer].join(&rel);
-            for ent in sys::list(dir.as_fd(), &path).map_err(|e| errno_of(&e))? {
-                if sys::is_wh_name(&ent.name) {
-                    continue;
-                }
-                if ent.kind == Kind::Dir {
-                    todo.push(rel.join(&ent.name));
-                    continue;
-                }
-                let st = rfs::statat(&dir, &ent.name, AtFlags::SYMLINK_NOFOLLOW)?;
-                if st.st_nlink > 1 {
-                    #[allow(clippy::unnecessary_cast)]
-                    let key = (st.st_dev as u64, st.st_ino as u64);
-                    index.entry(key).or_default().push(rel.join(&ent.name));
-                }
+        view::walk(&self.branch_paths[layer], &mut |v| {
+            if v.meta.kind() != Kind::Dir && v.meta.nlink > 1 {
+                let key = (v.meta.dev, v.meta.ino);
+                index.entry(key).or_default().push(v.path.to_path_buf());
             }
-        }
+            Ok(!v.other_mount)
+        })
+        .map_err(|e| errno_of(&e))?;
         let index = Arc::new(index);
         lock(&self.links).insert(layer, Arc::clone(&index));
         Ok(index)
@@ -72,7 +60,7 @@ impl UnionFs {
             self.copy_up_locked(parent)?;
             let dir_rel = self.locate(parent)?.0;
             let dir = self.upper_dir(&dir_rel)?;
-            let times = rfs::fstat(&dir)?;
+            let times = times_of(&dir)?;
             match rfs::linkat(&from, name, &dir, other_name, AtFlags::empty()) {
                 Ok(()) | Err(Errno::EXIST) => {}
                 Err(e) => return Err(e),

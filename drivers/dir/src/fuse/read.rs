@@ -128,17 +128,7 @@ impl UnionFs {
         }
         for (i, (name, m)) in snap.iter().enumerate().skip(start.saturating_sub(2)) {
             // Entries listed without a lookup still get their stable number.
-            let child = {
-                let mut tree = lock(&self.tree);
-                match tree.child(ino, name) {
-                    Some(c) => c,
-                    None => {
-                        let c = tree.enter(ino, name, m, None);
-                        tree.forget(c, 1);
-                        c
-                    }
-                }
-            };
+            let child = self.child_node(ino, name, m);
             if fill(i as u64 + 3, child, m.kind, name) {
                 break;
             }
@@ -221,9 +211,8 @@ impl UnionFs {
         // direct I/O), nor O_APPEND: the kernel gives every write its offset.
         let keep = OFlags::RWMODE | OFlags::TRUNC | OFlags::SYNC | OFlags::DSYNC | OFlags::NOATIME;
         let mut oflags = OFlags::from_bits_retain(raw) & keep;
-        if self.root {
-            // O_NOATIME is refused for files the caller does not own; root owns all.
-        } else {
+        if !self.root {
+            // O_NOATIME is refused for files the server's user does not own.
             oflags -= OFlags::NOATIME;
         }
         let fd = self.open_in(layer, &rel, oflags)?;

@@ -154,14 +154,13 @@ fn serve(args: Args) -> ExitCode {
     config.n_threads = Some(4);
     config.clone_fd = true;
     let session = if root {
-        let mut options = vec![
+        let options = vec![
             MountOption::FSName(args.fsname.clone()),
             MountOption::Subtype("strata-dir".into()),
             MountOption::DefaultPermissions,
             MountOption::Dev,
             MountOption::Suid,
         ];
-        options.shrink_to_fit();
         config.mount_options = options;
         // Anyone may use a view root made: containers run as other users.
         config.acl = SessionACL::All;

@@ -13,11 +13,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use fuser::FileAttr;
-use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, Timespec, Timestamps};
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 use strata_driver_api::archive::whiteout;
 
-use crate::sys::{self, Kind};
+use crate::copy;
+use crate::sys::{self, Kind, Meta};
 use crate::union::Merged;
 
 use super::fs::{R, UnionFs, errno_of, lock, visible_name};
@@ -90,7 +91,7 @@ impl UnionFs {
         let src_path = self.branch_paths[layer].join(&rel);
         let dst_path = self.branch_paths[0].join(&rel);
         // A copy-up is not a change of the parent directory: its times stay (as overlayfs).
-        let parent_times = rfs::fstat(&upper_parent)?;
+        let parent_times = times_of(&upper_parent)?;
         if kind == Kind::Dir {
             rfs::mkdirat(&upper_parent, name, Mode::from_raw_mode(0o700))?;
             let made = rfs::openat(&upper_parent, name, dir_flags(), Mode::empty())?;
@@ -437,19 +438,15 @@ impl UnionFs {
     }
 }
 
-/// Puts back a directory's access and modification times after an entry was placed in it.
-pub(super) fn restore_times(dir: &OwnedFd, st: &rfs::Stat) -> R<()> {
-    let times = Timestamps {
-        last_access: Timespec {
-            tv_sec: st.st_atime as _,
-            tv_nsec: st.st_atime_nsec as _,
-        },
-        last_modification: Timespec {
-            tv_sec: st.st_mtime as _,
-            tv_nsec: st.st_mtime_nsec as _,
-        },
-    };
-    rfs::futimens(dir, &times)
+/// Puts back a directory's access and modification times (`st`, from before an entry was
+/// placed in it).
+pub(super) fn restore_times(dir: &OwnedFd, st: &Meta) -> R<()> {
+    rfs::futimens(dir, &copy::timestamps(st))
+}
+
+/// The `lstat` of an open directory of branch 0, to restore its times later.
+pub(super) fn times_of(dir: &OwnedFd) -> R<Meta> {
+    sys::fstat(dir.as_fd(), Path::new(".")).map_err(|e| errno_of(&e))
 }
 
 /// Puts the opaque marker in directory `name` of `parent`.
