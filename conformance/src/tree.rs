@@ -156,7 +156,7 @@ fn hash_file(path: &Path) -> std::io::Result<[u8; 32]> {
 /// Whether an xattr is one the comparison leaves out: labels the host adds
 /// (`security.selinux`) and overlayfs's own, which never belong to a layer's content.
 pub fn ignored_xattr(name: &[u8]) -> bool {
-    name == b"security.selinux" || strata_driver_api::archive::whiteout::is_overlay_xattr(name)
+    name == b"security.selinux" || strata_archive::whiteout::is_overlay_xattr(name)
 }
 
 /// The xattrs of `path` (not following a symlink), minus the [ignored](ignored_xattr) ones.

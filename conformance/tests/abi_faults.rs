@@ -14,14 +14,14 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
-use strata_driver_api::abi::guest::{self, Plugin};
-use strata_driver_api::abi::host::{PluginDriver, PluginSpec};
-use strata_driver_api::abi::{Descriptor, MAGIC, VTable};
 use strata_driver_api::{
     Capabilities, CreateOpts, Driver, Error, ErrorKind, LayerId, MountOpts, Result, TarStream,
     async_trait, stream,
 };
 use strata_driver_dir::{Config, DirDriver, MountMode};
+use strata_plugin_abi::guest::{self, Plugin};
+use strata_plugin_abi::host::{PluginDriver, PluginSpec};
+use strata_plugin_abi::{Descriptor, MAGIC, VTable};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 /// The dir driver with planted faults: creating a layer named `panic` panics, the diff of a
@@ -249,7 +249,7 @@ fn bad_descriptors_are_refused() {
         (
             "a name with a slash",
             Descriptor {
-                name: strata_driver_api::abi::Bytes::new(b"../x"),
+                name: strata_plugin_abi::Bytes::new(b"../x"),
                 ..good()
             },
         ),

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use strata_driver_api::abi::guest::Plugin;
-use strata_driver_api::abi::host::{PluginDriver, PluginSpec};
 use strata_driver_api::{Driver, Result};
 use strata_driver_dir::{Config, DirDriver, MountMode};
+use strata_plugin_abi::guest::Plugin;
+use strata_plugin_abi::host::{PluginDriver, PluginSpec};
 
 /// The dir driver (copy mount mode) as a plugin.
 struct DirPlugin;

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use strata_driver_api::tracing::{self, Event, Metadata, Subscriber, field, span};
 use strata_driver_api::{CreateOpts, Driver, LayerId};
 use strata_engine::plugin::{self, PluginDriver};
+use strata_plugin_abi::tracing::{self, Event, Metadata, Subscriber, field, span};
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<(String, String)>>>);

@@ -41,16 +41,7 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// The kind that an OS error number maps to.
     pub fn from_errno(errno: i32) -> ErrorKind {
-        match errno {
-            libc_errno::ENOENT => ErrorKind::NotFound,
-            libc_errno::EEXIST => ErrorKind::AlreadyExists,
-            libc_errno::EBUSY => ErrorKind::Busy,
-            libc_errno::EPERM | libc_errno::EACCES => ErrorKind::PermissionDenied,
-            libc_errno::ENOSPC | libc_errno::EDQUOT => ErrorKind::NoSpace,
-            libc_errno::EINVAL => ErrorKind::InvalidInput,
-            libc_errno::ENOTSUP | libc_errno::ENOSYS => ErrorKind::NotSupported,
-            _ => ErrorKind::Io,
-        }
+        strata_archive::ErrorKind::from_errno(errno).into()
     }
 
     /// A short lower-case description, used in messages and by the plugin ABI.
@@ -74,18 +65,21 @@ impl ErrorKind {
     }
 }
 
-/// Errno values, spelled out once so this module needs no libc dependency.
-mod libc_errno {
-    pub const EPERM: i32 = 1;
-    pub const ENOENT: i32 = 2;
-    pub const EACCES: i32 = 13;
-    pub const EBUSY: i32 = 16;
-    pub const EEXIST: i32 = 17;
-    pub const EINVAL: i32 = 22;
-    pub const ENOSPC: i32 = 28;
-    pub const ENOSYS: i32 = 38;
-    pub const ENOTSUP: i32 = 95;
-    pub const EDQUOT: i32 = 122;
+impl From<strata_archive::ErrorKind> for ErrorKind {
+    fn from(kind: strata_archive::ErrorKind) -> ErrorKind {
+        use strata_archive::ErrorKind as A;
+        match kind {
+            A::NotFound => ErrorKind::NotFound,
+            A::AlreadyExists => ErrorKind::AlreadyExists,
+            A::Busy => ErrorKind::Busy,
+            A::InvalidInput => ErrorKind::InvalidInput,
+            A::InvalidArchive => ErrorKind::InvalidArchive,
+            A::NotSupported => ErrorKind::NotSupported,
+            A::PermissionDenied => ErrorKind::PermissionDenied,
+            A::NoSpace => ErrorKind::NoSpace,
+            _ => ErrorKind::Io,
+        }
+    }
 }
 
 impl fmt::Display for ErrorKind {
@@ -98,8 +92,11 @@ type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The error every strata library returns: a kind, a one-line message, and the cause.
 ///
-/// `Display` prints the message followed by the cause, on one line, so the CLI can print it
-/// as it is. Syscall errors name the call and the path (see [`Error::os`]).
+/// `Display` prints the message alone, as `std` errors do; the cause is
+/// [`source`](std::error::Error::source), so a reporter that walks the chain prints each
+/// cause once. The alternate form (`{:#}`) prints the whole chain on one line,
+/// `message: cause: cause`, as `anyhow` does. Syscall errors name the call and the path (see
+/// [`Error::os`]).
 #[derive(thiserror::Error)]
 pub struct Error {
     kind: ErrorKind,
@@ -136,19 +133,12 @@ impl Error {
 
     /// A failed system call on `path`: the message names both, the kind comes from the errno.
     pub fn os(call: &str, path: &Path, err: impl Into<io::Error>) -> Error {
-        let err = err.into();
-        let kind = err
-            .raw_os_error()
-            .map_or_else(|| io_kind(&err), ErrorKind::from_errno);
-        Error::with_source(kind, format!("{call} {}", path.display()), err)
+        strata_archive::Error::os(call, path, err).into()
     }
 
     /// An I/O error in a context that is not a single path (a stream, a pipe).
     pub fn io(context: impl Into<String>, err: io::Error) -> Error {
-        let kind = err
-            .raw_os_error()
-            .map_or_else(|| io_kind(&err), ErrorKind::from_errno);
-        Error::with_source(kind, context, err)
+        strata_archive::Error::io(context, err).into()
     }
 
     /// The kind of this error.
@@ -169,68 +159,44 @@ impl Error {
 
     /// The OS error number behind this error, if there is one.
     pub fn raw_os_error(&self) -> Option<i32> {
-        let mut cur: Option<&(dyn std::error::Error + 'static)> =
-            self.source.as_deref().map(|e| e as _);
-        while let Some(e) = cur {
-            if let Some(io) = e.downcast_ref::<io::Error>() {
-                if let Some(n) = io.raw_os_error() {
-                    return Some(n);
-                }
-            }
-            if let Some(errno) = e.downcast_ref::<rustix::io::Errno>() {
-                return Some(errno.raw_os_error());
-            }
-            cur = e.source();
-        }
-        None
+        strata_archive::os_error_in(self.source.as_deref().map(|e| e as _))
     }
 }
 
-fn io_kind(err: &io::Error) -> ErrorKind {
-    match err.kind() {
-        io::ErrorKind::NotFound => ErrorKind::NotFound,
-        io::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
-        io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
-        io::ErrorKind::InvalidInput => ErrorKind::InvalidInput,
-        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => ErrorKind::InvalidArchive,
-        io::ErrorKind::Unsupported => ErrorKind::NotSupported,
-        io::ErrorKind::StorageFull => ErrorKind::NoSpace,
-        _ => ErrorKind::Io,
+impl From<strata_archive::Error> for Error {
+    fn from(err: strata_archive::Error) -> Error {
+        let (kind, message, source) = err.into_parts();
+        Error {
+            kind: kind.into(),
+            message,
+            source,
+        }
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)?;
-        let mut cur: Option<&(dyn std::error::Error + 'static)> =
-            self.source.as_deref().map(|e| e as _);
-        while let Some(e) = cur {
-            write!(f, ": {e}")?;
-            cur = e.source();
-        }
-        Ok(())
+        strata_archive::write_chain(f, &self.message, self.source.as_deref().map(|e| e as _))
     }
 }
 
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Error({:?}: {self})", self.kind)
+        write!(f, "Error({:?}: {self:#})", self.kind)
     }
 }
 
 impl From<Error> for io::Error {
     fn from(err: Error) -> io::Error {
-        if let Some(n) = err.raw_os_error() {
-            return io::Error::new(io::Error::from_raw_os_error(n).kind(), err);
-        }
-        let kind = match err.kind {
-            ErrorKind::NotFound | ErrorKind::ParentNotFound => io::ErrorKind::NotFound,
-            ErrorKind::AlreadyExists => io::ErrorKind::AlreadyExists,
-            ErrorKind::InvalidInput => io::ErrorKind::InvalidInput,
-            ErrorKind::InvalidArchive => io::ErrorKind::InvalidData,
-            ErrorKind::PermissionDenied => io::ErrorKind::PermissionDenied,
-            ErrorKind::NotSupported => io::ErrorKind::Unsupported,
-            _ => io::ErrorKind::Other,
+        let kind = match (err.raw_os_error(), err.kind) {
+            (Some(n), _) => io::Error::from_raw_os_error(n).kind(),
+            (None, ErrorKind::NotFound | ErrorKind::ParentNotFound) => io::ErrorKind::NotFound,
+            (None, ErrorKind::AlreadyExists) => io::ErrorKind::AlreadyExists,
+            (None, ErrorKind::InvalidInput) => io::ErrorKind::InvalidInput,
+            (None, ErrorKind::InvalidArchive) => io::ErrorKind::InvalidData,
+            (None, ErrorKind::PermissionDenied) => io::ErrorKind::PermissionDenied,
+            (None, ErrorKind::NotSupported) => io::ErrorKind::Unsupported,
+            (None, _) => io::ErrorKind::Other,
         };
         io::Error::new(kind, err)
     }
@@ -245,7 +211,8 @@ mod tests {
         let err = Error::os("mkdir", Path::new("/x/y"), io::Error::from_raw_os_error(17));
         assert_eq!(err.kind(), ErrorKind::AlreadyExists);
         assert_eq!(err.raw_os_error(), Some(17));
-        let text = err.to_string();
+        assert_eq!(err.to_string(), "mkdir /x/y");
+        let text = format!("{err:#}");
         assert!(text.starts_with("mkdir /x/y: "), "{text}");
         assert!(!text.contains('\n'));
     }

@@ -31,7 +31,7 @@ thread_local! {
 /// [`run_blocking`] doing its work in place on this thread rather than on another one: for
 /// the plugin ABI's guest side, whose calls arrive on the host's blocking threads, where one
 /// more thread hop a call would be all cost.
-pub(crate) fn blocking_allowed_here<R>(f: impl FnOnce() -> R) -> R {
+pub fn blocking_allowed_here<R>(f: impl FnOnce() -> R) -> R {
     struct Reset(bool);
     impl Drop for Reset {
         fn drop(&mut self) {

@@ -1,8 +1,7 @@
-//! Plain data that crosses the trait: options, capabilities, changes.
+//! Plain data that crosses the trait: options and capabilities. ([`Change`](crate::Change) and
+//! [`ChangeKind`](crate::ChangeKind) come from `strata-archive`, which computes them.)
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +27,41 @@ pub struct Capabilities {
     pub rename_dir: bool,
     /// Committed image layers are mounted read-only: a write through them fails with EROFS.
     pub read_only_images: bool,
+}
+
+/// What a layer is for: an image layer ([`Driver::create`](crate::Driver::create), filled once,
+/// then read-only) or a writable container layer ([`Driver::create_rw`](crate::Driver::create_rw)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LayerKind {
+    /// An image layer: filled once (import or apply), then read-only.
+    Image,
+    /// A writable container layer.
+    Container,
+}
+
+impl LayerKind {
+    /// `"image"` or `"container"`, as records and state files spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LayerKind::Image => "image",
+            LayerKind::Container => "container",
+        }
+    }
+
+    /// The kind spelled `text` ([`as_str`](LayerKind::as_str)'s words), if it is one.
+    pub fn parse(text: &str) -> Option<LayerKind> {
+        match text {
+            "image" => Some(LayerKind::Image),
+            "container" => Some(LayerKind::Container),
+            _ => None,
+        }
+    }
+
+    /// Whether a layer of this kind is writable.
+    pub fn writable(self) -> bool {
+        self == LayerKind::Container
+    }
 }
 
 /// Options for `create` and `create_rw`.
@@ -76,44 +110,6 @@ pub struct MountOpts {
     pub options: Vec<String>,
 }
 
-/// What happened to a path between two layers, as `docker diff` prints it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ChangeKind {
-    /// The path exists in both and differs (for a directory: its attributes or its children).
-    Modify,
-    /// The path is new.
-    Add,
-    /// The path was removed.
-    Delete,
-}
-
-impl ChangeKind {
-    /// The letter `docker diff` uses: `C`, `A` or `D`.
-    pub fn letter(self) -> char {
-        match self {
-            ChangeKind::Modify => 'C',
-            ChangeKind::Add => 'A',
-            ChangeKind::Delete => 'D',
-        }
-    }
-}
-
-/// One changed path. `path` is absolute within the layer ("/etc/passwd").
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Change {
-    /// The path, absolute within the layer, starting with `/`.
-    pub path: PathBuf,
-    /// What happened to it.
-    pub kind: ChangeKind,
-}
-
-impl fmt::Display for Change {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.kind.letter(), self.path.display())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,19 +136,5 @@ mod tests {
             opts.check_plain("x", true).unwrap_err().kind(),
             ErrorKind::InvalidInput
         );
-    }
-
-    #[test]
-    fn change_prints_like_docker_diff() {
-        let c = Change {
-            path: "/etc/passwd".into(),
-            kind: ChangeKind::Modify,
-        };
-        assert_eq!(c.to_string(), "C /etc/passwd");
-        let d = Change {
-            path: "/tmp/x".into(),
-            kind: ChangeKind::Delete,
-        };
-        assert_eq!(d.to_string(), "D /tmp/x");
     }
 }

@@ -10,9 +10,10 @@ use strata_driver_api::{ErrorKind, LayerId};
 use tokio::io::AsyncReadExt;
 
 use crate::lock::LockFile;
-use crate::store::{LayerKind, LayerRecord, LayerStore};
+use crate::store::{LayerRecord, LayerStore};
 use crate::testing::{self, Knobs};
 use crate::{CreateRequest, Engine, ImportRequest};
+use strata_driver_api::LayerKind;
 
 struct Fixture {
     tmp: tempfile::TempDir,

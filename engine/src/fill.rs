@@ -1,7 +1,7 @@
 //! Filling a layer from a (possibly compressed) tar: decompress, hash, apply, all streaming.
 //!
 //! One blocking task reads the caller's stream, sniffs and undoes its compression
-//! ([`archive::decompress`]), hashes the uncompressed bytes (the layer's OCI diffID) and writes
+//! ([`strata_archive::decompress`]), hashes the uncompressed bytes (the layer's OCI diffID) and writes
 //! them into a [`stream::from_blocking`] stream that the driver's `apply_diff` reads. Memory
 //! stays at a few buffers whatever the size of the layer.
 //!
@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest, Sha256};
-use strata_driver_api::archive;
 use strata_driver_api::stream;
 use strata_driver_api::{Driver, Error, ErrorKind, LayerId, Result};
 use tokio::io::AsyncRead;
@@ -91,7 +90,7 @@ fn produce(
     out: &mut dyn Write,
     abort: &AtomicBool,
 ) -> Result<(String, u64)> {
-    let (_, mut plain) = archive::decompress(source).map_err(read_error)?;
+    let (_, mut plain) = strata_archive::decompress(source).map_err(read_error)?;
     let mut hasher = Sha256::new();
     let mut total = 0u64;
     let mut buf = vec![0u8; BUF];

@@ -11,8 +11,9 @@ use tokio::io::{AsyncRead, ReadBuf};
 use crate::engine::{Engine, not_found};
 use crate::fill::fill;
 use crate::lock::LockGuard;
-use crate::store::{LayerKind, LayerRecord, children};
+use crate::store::{LayerRecord, children};
 use crate::timefmt::format_rfc3339;
+use strata_driver_api::LayerKind;
 
 /// What [`Engine::create`] makes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

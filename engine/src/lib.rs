@@ -51,8 +51,8 @@ pub use engine::{Engine, Info, LayerInfo, StandaloneDriver};
 pub use layers::{CreateRequest, ImportRequest};
 pub use mount::MountGuard;
 pub use registry::{DriverFactory, DriverInfo, DriverSource, Registry};
-pub use store::{LayerKind, LayerRecord};
-pub use strata_driver_api::{Driver, Error, ErrorKind, LayerId, Result};
+pub use store::LayerRecord;
+pub use strata_driver_api::{Driver, Error, ErrorKind, LayerId, LayerKind, Result};
 pub use timefmt::{ago, format_rfc3339, parse_rfc3339};
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use strata_driver_api::{ErrorKind, LayerId, MountOpts, Result};
 use crate::engine::Engine;
 use crate::layers::usable;
 use crate::mounts::{MountStep, UnmountStep};
-use crate::store::LayerKind;
+use strata_driver_api::LayerKind;
 
 /// A reference to a layer's merged view, released when dropped.
 ///

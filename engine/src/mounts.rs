@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use strata_driver_api::{Error, ErrorKind, LayerId, Result};
 
 use crate::lock::LockFile;
-use strata_driver_api::atomic;
+use strata_archive::atomic;
 
 const FILE: &str = "mounts.json";
 
@@ -161,12 +161,12 @@ impl MountStore {
         let mut bytes = serde_json::to_vec_pretty(table)
             .map_err(|e| Error::with_source(ErrorKind::Io, "serialise mount table", e))?;
         bytes.push(b'\n');
-        atomic::write_bytes(&self.dir.join(FILE), &bytes)
+        Ok(atomic::write_bytes(&self.dir.join(FILE), &bytes)?)
     }
 
     /// Removes leftovers of interrupted writes.
     pub fn remove_temp_files(&self) -> Result<usize> {
-        atomic::remove_temp_files(&self.dir)
+        Ok(atomic::remove_temp_files(&self.dir)?)
     }
 }
 

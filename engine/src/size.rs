@@ -1,9 +1,9 @@
 //! Human sizes: parsing `"10G"` in configs, printing `"1.5 MiB"` in tables.
 //!
 //! Units are binary (1K = 1024), as Docker's and containers/storage's `size=` options read them.
-//! Parsing lives in driver-api (drivers parse their own config sizes with it).
+//! Parsing is the drivers' shared plumbing's (drivers parse their own config sizes with it).
 
-pub use strata_driver_api::size::parse_size;
+pub use strata_driver_util::size::parse_size;
 
 /// Formats bytes for people: `"0 B"`, `"1023 B"`, `"1.5 KiB"`, `"10 GiB"`.
 pub fn format_size(bytes: u64) -> String {

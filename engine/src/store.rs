@@ -12,21 +12,12 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use strata_driver_api::{Error, ErrorKind, LayerId, Result, atomic};
+use strata_archive::atomic;
+use strata_driver_api::{Error, ErrorKind, LayerId, LayerKind, Result};
 
 use crate::lock::LockFile;
 
 const RECORD_EXT: &str = ".json";
-
-/// What a layer is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LayerKind {
-    /// An image layer: filled once (import or apply), then read-only.
-    Image,
-    /// A writable container layer.
-    Container,
-}
 
 /// One layer's record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,14 +134,14 @@ impl LayerStore {
         let mut bytes = serde_json::to_vec_pretty(record)
             .map_err(|e| Error::with_source(ErrorKind::Io, "serialise layer record", e))?;
         bytes.push(b'\n');
-        atomic::write_bytes(&self.path_of(&record.id), &bytes)
+        Ok(atomic::write_bytes(&self.path_of(&record.id), &bytes)?)
     }
 
     /// Deletes the record of `id` (durably); a missing record is not an error.
     pub fn delete(&self, id: &LayerId) -> Result<()> {
         let path = self.path_of(id);
         match fs::remove_file(&path) {
-            Ok(()) => atomic::sync_dir(&self.dir),
+            Ok(()) => Ok(atomic::sync_dir(&self.dir)?),
             Err(e) if e.kind() == IoKind::NotFound => Ok(()),
             Err(e) => Err(Error::os("unlink", &path, e)),
         }
@@ -158,7 +149,7 @@ impl LayerStore {
 
     /// Removes temporary files a crashed write left behind; returns how many.
     pub fn remove_temp_files(&self) -> Result<usize> {
-        atomic::remove_temp_files(&self.dir)
+        Ok(atomic::remove_temp_files(&self.dir)?)
     }
 }
 

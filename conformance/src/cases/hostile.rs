@@ -564,7 +564,7 @@ pub async fn hostile_overlay_xattrs(h: &Harness) -> Result<(), Failure> {
             let names = raw_xattr_names(&root.join(p)).ctx(format!("xattrs of {p}"))?;
             for n in names {
                 ensure!(
-                    !strata_driver_api::archive::whiteout::is_overlay_xattr(&n),
+                    !strata_archive::whiteout::is_overlay_xattr(&n),
                     "{p} carries {} from the tar",
                     String::from_utf8_lossy(&n)
                 );

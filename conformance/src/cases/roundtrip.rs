@@ -163,7 +163,7 @@ pub async fn metadata_roundtrip_apply(h: &Harness) -> Result<(), Failure> {
     let tar = diff_bytes(&*d, &a, None).await?;
     for (name, key) in tar_pax_keys(&tar)? {
         ensure!(
-            !strata_driver_api::archive::whiteout::is_overlay_xattr(
+            !strata_archive::whiteout::is_overlay_xattr(
                 key.trim_start_matches("SCHILY.xattr.").as_bytes()
             ),
             "diff carries overlay xattr {key} on {name}"

@@ -1,26 +1,17 @@
-//! The naive diff: comparing two trees, for drivers without a native one.
+//! The naive diff, for drivers without a native one, as Docker's NaiveDiffDriver.
 //!
-//! Docker's rules (`pkg/archive/changes.go`): a path is Modify when its mode, uid, gid or rdev
-//! differ, or, for a non-directory, its size or mtime (seconds, with whole-second leniency when
-//! one side has no nanoseconds) or its `security.capability` xattr; a directory whose children
-//! changed is Modify too. A path only in the new tree is Add, only in the old one Delete.
-//! [`changes_dirs`] compares (its documentation has every rule),
-//! [`export_changes`] writes the changes as a tar, [`changes_size`] measures them.
-//!
-//! The driver-level functions ([`diff`], [`apply_diff`], [`changes`], [`diff_size`]) are what
+//! The tree work is `strata-archive`'s: [`changes_dirs`] compares two trees (its documentation
+//! has every rule, Docker's), [`export_changes`] writes the changes as a tar, [`changes_size`]
+//! measures them. The driver-level functions ([`diff`], [`apply_diff`], [`changes`], [`diff_size`]) are what
 //! the [`Driver`] trait's default methods call: they mount the layers with `get`, do the work on
 //! one blocking thread, and `put` them again, whatever happens.
 
 use std::io::Write;
 use std::path::Path;
 
-mod changes;
-mod export;
+use strata_archive::{self as archive, ApplyOptions, WhiteoutMode};
+pub use strata_archive::{changes_dirs, changes_size, export_changes};
 
-pub use changes::changes_dirs;
-pub use export::{changes_size, export_changes};
-
-use crate::archive::{self, ApplyOptions, WhiteoutMode};
 use crate::stream::{self, TarStream};
 use crate::{Change, Driver, LayerId, MountOpts, Result};
 
@@ -119,7 +110,7 @@ pub async fn apply_diff<D: Driver + ?Sized>(
     let path = driver.get(id, &MountOpts::default()).await?;
     let result = stream::read_blocking(diff, move |r| {
         let opts = ApplyOptions::new(WhiteoutMode::Remove);
-        archive::apply_tar(&path, r, &opts).map(|s| s.size)
+        Ok(archive::apply_tar(&path, r, &opts)?.size)
     })
     .await;
     let put = driver.put(id).await;
@@ -134,7 +125,7 @@ pub async fn changes<D: Driver + ?Sized>(
     id: &LayerId,
     parent: Option<&LayerId>,
 ) -> Result<Vec<Change>> {
-    with_mounted(driver, id, parent, changes_dirs).await
+    with_mounted(driver, id, parent, |new, old| Ok(changes_dirs(new, old)?)).await
 }
 
 /// The naive `diff_size`: mounts both layers and measures the changes.
@@ -145,7 +136,7 @@ pub async fn diff_size<D: Driver + ?Sized>(
 ) -> Result<u64> {
     with_mounted(driver, id, parent, |new, old| {
         let changes = changes_dirs(new, old)?;
-        changes_size(new, &changes)
+        Ok(changes_size(new, &changes)?)
     })
     .await
 }

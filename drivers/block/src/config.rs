@@ -43,7 +43,7 @@ impl Fs {
 pub struct Config {
     /// The apparent (sparse) size of every layer's image, in bytes; written as `"10G"`,
     /// `"512M"`, or a number of bytes. Writing past it inside a layer is ENOSPC.
-    #[serde(deserialize_with = "strata_driver_api::size::deserialize")]
+    #[serde(deserialize_with = "strata_driver_util::size::deserialize")]
     pub size: u64,
     /// The filesystem inside the images: `ext4` (the default) or `xfs`.
     pub fs: Fs,

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustix::mount::UnmountFlags;
-use strata_driver_api::archive::{self, ApplyOptions, WhiteoutMode};
+use strata_archive::{ApplyOptions, WhiteoutMode};
 use strata_driver_api::{Error, ErrorKind, LayerId, Result};
 
 use crate::image::{self, CloneMethod};
@@ -239,8 +239,9 @@ impl Inner {
             }
             let mnt = self.layout.mnt(id);
             self.mount(id, false, &[])?;
-            let applied = (|| {
-                let stats = archive::apply_tar(&mnt, r, &ApplyOptions::new(WhiteoutMode::Remove))?;
+            let applied = (|| -> Result<u64> {
+                let stats =
+                    strata_archive::apply_tar(&mnt, r, &ApplyOptions::new(WhiteoutMode::Remove))?;
                 syncfs(&mnt)?;
                 Ok(stats.size)
             })();

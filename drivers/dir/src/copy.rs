@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, SeekFrom};
 use rustix::io::Errno;
-use strata_driver_api::archive::whiteout;
+use strata_archive::whiteout;
 use strata_driver_api::{Error, ErrorKind, Result};
 
 use crate::sys::{Kind, Meta, fstat, os};

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use strata_driver_api::archive::{self, ApplyOptions, WhiteoutFormat, WhiteoutMode, WriteOptions};
+use strata_archive::{ApplyOptions, WhiteoutFormat, WhiteoutMode, WriteOptions};
 use strata_driver_api::{
     Capabilities, Change, CreateOpts, Driver, Error, ErrorKind, LayerId, MountOpts, Result,
     TarStream, naive, stream,
@@ -173,7 +173,8 @@ impl Driver for DirDriver {
             let opts = WriteOptions {
                 whiteouts: WhiteoutFormat::Aufs,
             };
-            archive::write_tar(&diff, out, &opts).map(|_| ())
+            strata_archive::write_tar(&diff, out, &opts)?;
+            Ok(())
         }))
     }
 
@@ -192,7 +193,7 @@ impl Driver for DirDriver {
             let i = &inner;
             i.mounts.while_unmounted(&i.layout, &id, || {
                 let dir = i.layout.diff(&id);
-                archive::apply_tar(&dir, r, &ApplyOptions::new(WhiteoutMode::Keep))?;
+                strata_archive::apply_tar(&dir, r, &ApplyOptions::new(WhiteoutMode::Keep))?;
                 // apply_tar leaves syncing to the caller: once for the layer.
                 sys::syncfs(&dir)?;
                 // The walk, not the apply's count, so that the answer is diff_size's by

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{self as rfs, AtFlags, OFlags, RenameFlags};
 use rustix::io::Errno;
-use strata_driver_api::archive::whiteout;
+use strata_archive::whiteout;
 use strata_driver_api::{Error, ErrorKind, LayerId, Result};
 
 use crate::copy::Copier;

@@ -26,7 +26,8 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use strata_driver_api::{Error, ErrorKind, LayerId, Result, atomic};
+use strata_archive::atomic;
+use strata_driver_api::{Error, ErrorKind, LayerId, Result};
 
 use crate::sys;
 

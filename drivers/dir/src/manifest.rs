@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use strata_driver_api::{Error, ErrorKind, Result};
 
 use crate::sys::{Kind, Meta};
-use strata_driver_api::atomic;
+use strata_archive::atomic;
 
 const MAGIC: &[u8] = b"strata-dir manifest 1\n";
 

@@ -28,7 +28,7 @@ use crate::layout::{self, LayerKind, Layout};
 use crate::manifest::{self, Rec};
 use crate::sys;
 use crate::view;
-use strata_driver_api::atomic;
+use strata_archive::atomic;
 
 /// This instance's references to one layer's view.
 #[derive(Debug, Default)]

@@ -13,7 +13,7 @@ use std::path::{Component, Path};
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
-use strata_driver_api::archive::whiteout;
+use strata_archive::whiteout;
 use strata_driver_api::{Error, Result};
 
 /// The type of a file-system node.

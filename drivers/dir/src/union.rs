@@ -20,8 +20,8 @@ use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use strata_archive::whiteout::{self, Name};
 use strata_driver_api::Result;
-use strata_driver_api::archive::whiteout::{self, Name};
 
 use crate::sys::{self, Entry, Kind};
 

@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use strata_driver_api::archive::{self, WhiteoutFormat, WriteOptions};
+use strata_archive::{WhiteoutFormat, WriteOptions};
 use strata_driver_api::{CreateOpts, Driver, LayerId, MountOpts, naive};
 use strata_driver_dir::DirDriver;
 use strata_driver_overlay::{Config, MountApi, OverlayDriver};
@@ -41,7 +41,7 @@ fn tar_of(files: usize, prefix: &str) -> Vec<u8> {
     let opts = WriteOptions {
         whiteouts: WhiteoutFormat::Aufs,
     };
-    archive::write_tar(tmp.path(), &mut out, &opts).unwrap();
+    strata_archive::write_tar(tmp.path(), &mut out, &opts).unwrap();
     out
 }
 

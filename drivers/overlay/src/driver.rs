@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use strata_driver_api::archive::{self, ApplyOptions, WhiteoutFormat, WhiteoutMode, WriteOptions};
+use strata_archive::{ApplyOptions, WhiteoutFormat, WhiteoutMode, WriteOptions};
 use strata_driver_api::{
     Capabilities, Change, CreateOpts, Driver, Error, LayerId, MountOpts, Result, TarStream, naive,
     stream,
@@ -187,7 +187,8 @@ impl Driver for OverlayDriver {
             let opts = WriteOptions {
                 whiteouts: WhiteoutFormat::Overlay { user_xattr },
             };
-            archive::write_tar(&diff, out, &opts).map(|_| ())
+            strata_archive::write_tar(&diff, out, &opts)?;
+            Ok(())
         }))
     }
 
@@ -210,7 +211,7 @@ impl Driver for OverlayDriver {
             let opts = ApplyOptions::new(WhiteoutMode::Overlay {
                 user_xattr: inner.user_xattr,
             });
-            archive::apply_tar(&dir, r, &opts)?;
+            strata_archive::apply_tar(&dir, r, &opts)?;
             // apply_tar leaves syncing to the caller: once for the layer.
             let fd = rustix::fs::open(
                 &dir,

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use strata_driver_api::archive::{self, WhiteoutFormat, WriteOptions};
+use strata_archive::{WhiteoutFormat, WriteOptions};
 use strata_driver_api::{CreateOpts, Driver, ErrorKind, LayerId, MountOpts};
 use strata_driver_dir::DirDriver;
 use strata_driver_overlay::{Config, MountApi, OverlayDriver};
@@ -123,7 +123,7 @@ fn oci_layer_with_whiteouts() -> Vec<u8> {
     let opts = WriteOptions {
         whiteouts: WhiteoutFormat::Aufs,
     };
-    archive::write_tar(r, &mut out, &opts).unwrap();
+    strata_archive::write_tar(r, &mut out, &opts).unwrap();
     out
 }
 
@@ -184,7 +184,7 @@ async fn opaque_dir_diff_matches_the_dir_driver() {
             let opts = WriteOptions {
                 whiteouts: WhiteoutFormat::Aufs,
             };
-            archive::write_tar(r, &mut src, &opts).unwrap();
+            strata_archive::write_tar(r, &mut src, &opts).unwrap();
         }
         d.apply_diff(&base, None, stream(src)).await.unwrap();
         d.create_rw(&child, Some(&base), &CreateOpts::default())

@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strata_driver_api::{CreateOpts, Driver, LayerId, MountOpts};
-use strata_engine::plugin::{self, PluginDriver};
+use strata_plugin_abi::host::PluginDriver;
+use strata_plugin_abi::load;
 use strata_vfs_plugin::{Options, VfsDriver};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -122,7 +123,7 @@ async fn main() -> Res<()> {
     let mut args = std::env::args().skip(1);
     let dir = PathBuf::from(args.next().ok_or("usage: abi_bench DIR [RUNS]")?);
     let runs: usize = args.next().map_or(Ok(5), |r| r.parse())?;
-    let spec = plugin::load(&library())?;
+    let spec = load(&library())?;
     let direct: Arc<dyn Driver> = Arc::new(VfsDriver::new(dir.join("direct"), Options::default())?);
     let abi: Arc<dyn Driver> =
         Arc::new(PluginDriver::new(&spec, dir.join("abi"), &BTreeMap::new())?);

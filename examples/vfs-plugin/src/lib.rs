@@ -164,9 +164,9 @@ impl VfsDriver {
                 std::fs::rename(&tmp, &dir).map_err(|e| Error::os("rename", &dir, e))
             });
             match &made {
-                Ok(()) => strata_driver_api::tracing::debug!(layer = %id, "vfs: created"),
+                Ok(()) => strata_plugin_abi::tracing::debug!(layer = %id, "vfs: created"),
                 Err(e) => {
-                    strata_driver_api::tracing::debug!(layer = %id, "vfs: create failed: {e}")
+                    strata_plugin_abi::tracing::debug!(layer = %id, "vfs: create failed: {e}")
                 }
             }
             if made.is_err() && tmp.exists() {
@@ -422,7 +422,7 @@ impl Driver for VfsDriver {
     }
 }
 
-strata_driver_api::export_driver!(NAME, VfsDriver, VfsDriver::open);
+strata_plugin_abi::export_driver!(NAME, VfsDriver, VfsDriver::open);
 
 #[cfg(test)]
 mod tests {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use fuser::FileAttr;
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 use rustix::io::Errno;
-use strata_driver_api::archive::whiteout;
+use strata_archive::whiteout;
 
 use crate::copy;
 use crate::sys::{self, Kind, Meta};

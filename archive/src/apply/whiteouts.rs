@@ -1,0 +1,201 @@
+//! Whiteout entries (`.wh.<name>`, `.wh..wh..opq`) in the three [`WhiteoutMode`]s.
+//!
+//! Whiteouts only affect lower layers: whatever this archive made (see `track`) survives its
+//! own whiteouts and opaque markers, in any order. A whiteout of a directory that holds
+//! something this archive made clears the directory's lower content instead of removing it
+//! (in overlay form: makes it opaque), so what the layer made stays visible.
+
+use std::os::fd::AsFd;
+
+use rustix::fs::{FileType, Mode, OFlags, XattrFlags};
+use rustix::io::Errno;
+
+use super::entries::{create_leaf, parent_dir, times};
+use super::inroot::{self, MAX_DEPTH};
+use super::names;
+use super::track::Origin;
+use super::{Applier, Meta, WhiteoutMode};
+use crate::whiteout::OVERLAY_OPAQUE_XATTR;
+use crate::{Error, ErrorKind, Result};
+
+impl Applier<'_> {
+    /// `.wh.<target>` in the directory `parent`; `name` is the whiteout's own name.
+    pub(super) fn whiteout(
+        &mut self,
+        parent: &[u8],
+        name: &[u8],
+        target: &[u8],
+        meta: &Meta,
+    ) -> Result<()> {
+        if self.opts.whiteouts == WhiteoutMode::Keep {
+            return self.regular(&names::join(parent, name), None, meta, None);
+        }
+        let lexical = names::join(parent, target);
+        // The directory as it really is (through symlinks), if it exists.
+        let phys_parent = self
+            .root
+            .physical(parent)
+            .map_err(|e| self.root.resolve_err("resolve", parent, e))?;
+        let phys = phys_parent.as_deref().map(|p| names::join(p, target));
+        let origin = match (
+            self.track.get(&lexical),
+            phys.as_deref().map(|p| self.track.get(p)),
+        ) {
+            (Some(Origin::Fresh), _) | (_, Some(Some(Origin::Fresh))) => Some(Origin::Fresh),
+            (Some(Origin::Merged), _) | (_, Some(Some(Origin::Merged))) => Some(Origin::Merged),
+            _ => None,
+        };
+        match (self.opts.whiteouts, origin) {
+            // Made by this archive: whiteouts only affect lower layers.
+            (_, Some(Origin::Fresh)) => Ok(()),
+            // A directory holding what this archive made: hide only its lower content.
+            (WhiteoutMode::Overlay { user_xattr }, Some(Origin::Merged)) => {
+                self.set_opaque(&lexical, user_xattr)
+            }
+            (_, Some(Origin::Merged)) => self.clear(&lexical),
+            (WhiteoutMode::Remove, None) => {
+                let Some(phys_parent) = phys_parent else {
+                    return Ok(()); // nothing there to hide
+                };
+                let dir = match self
+                    .root
+                    .open_exact(&phys_parent, OFlags::PATH | OFlags::DIRECTORY)
+                {
+                    Ok(dir) => dir,
+                    Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
+                    Err(e) => return Err(self.root.resolve_err("openat2", parent, e)),
+                };
+                self.root
+                    .remove_all(dir.as_fd(), target)
+                    .map_err(|e| self.root.err("remove", &lexical, e))
+            }
+            // Overlay (Keep returned above): a 0/0 character device with the entry's
+            // permission bits, owner and mtime, so writing it back gives the same entry.
+            (_, None) => {
+                let dir = parent_dir(&self.root, &mut self.track, parent)?;
+                create_leaf(&self.root, dir.as_fd(), target, &lexical, "mknodat", || {
+                    rustix::fs::mknodat(
+                        &dir,
+                        target,
+                        FileType::CharacterDevice,
+                        Mode::from_raw_mode(meta.mode & 0o777),
+                        rustix::fs::makedev(0, 0),
+                    )
+                })?;
+                self.chown_at(dir.as_fd(), target, &lexical, meta)?;
+                self.chmod_special(
+                    dir.as_fd(),
+                    target,
+                    &lexical,
+                    FileType::CharacterDevice,
+                    meta.mode,
+                )?;
+                rustix::fs::utimensat(
+                    &dir,
+                    target,
+                    &times(meta),
+                    rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(|e| self.root.err("utimensat", &lexical, e))?;
+                drop(dir);
+                self.track.mark(&lexical, Origin::Fresh);
+                Ok(())
+            }
+        }
+    }
+
+    /// The opaque marker in the directory `dir`; `name` is the marker's own name.
+    pub(super) fn opaque(&mut self, dir: &[u8], name: &[u8], meta: &Meta) -> Result<()> {
+        match self.opts.whiteouts {
+            WhiteoutMode::Keep => self.regular(&names::join(dir, name), None, meta, None),
+            WhiteoutMode::Remove => self.clear(dir),
+            WhiteoutMode::Overlay { user_xattr } => self.set_opaque(dir, user_xattr),
+        }
+    }
+
+    /// Removes the lower content of the directory `dir`, recursively: everything this archive
+    /// did not make. Done once per subtree (later markers there have nothing left to clear).
+    fn clear(&mut self, dir: &[u8]) -> Result<()> {
+        // Name the directory as it really is, so its children are named as the archive
+        // names them when it does not go through symlinks (`d -> /` then `d/.wh..wh..opq`
+        // clears the root, keeping what the archive made there).
+        let phys = match self.root.physical(dir) {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(self.root.resolve_err("resolve", dir, e)),
+        };
+        if !self.track.claim_clear(&phys) {
+            return Ok(());
+        }
+        let fd = match self
+            .root
+            .open_exact(&phys, OFlags::RDONLY | OFlags::DIRECTORY)
+        {
+            Ok(fd) => fd,
+            Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
+            Err(e) => return Err(self.root.resolve_err("openat2", dir, e)),
+        };
+        self.prune(fd.as_fd(), &phys, 0)
+    }
+
+    fn prune(&self, fd: std::os::fd::BorrowedFd<'_>, dir: &[u8], depth: usize) -> Result<()> {
+        if depth > MAX_DEPTH {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!(
+                    "{}: deeper than {MAX_DEPTH} levels",
+                    self.root.display(dir).display()
+                ),
+            ));
+        }
+        let children = inroot::read_names(fd).map_err(|e| self.root.err("getdents", dir, e))?;
+        for (name, _) in children {
+            let path = names::join(dir, &name);
+            match self.track.get(&path) {
+                Some(Origin::Fresh) => {}
+                Some(Origin::Merged) => {
+                    let sub = rustix::fs::openat(
+                        fd,
+                        name.as_slice(),
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    );
+                    match sub {
+                        Ok(sub) => self.prune(sub.as_fd(), &path, depth + 1)?,
+                        Err(Errno::NOTDIR | Errno::LOOP | Errno::NOENT) => {}
+                        Err(e) => return Err(self.root.err("openat", &path, e)),
+                    }
+                }
+                None => self
+                    .root
+                    .remove_all(fd, &name)
+                    .map_err(|e| self.root.err("remove", &path, e))?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks the directory `dir` opaque for overlayfs, making it (and its parents) if missing.
+    fn set_opaque(&mut self, dir: &[u8], user_xattr: bool) -> Result<()> {
+        let d = parent_dir(&self.root, &mut self.track, dir)?;
+        let fd = rustix::fs::openat(
+            &d,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| self.root.err("openat", dir, e))?;
+        drop(d);
+        let xattr = if user_xattr {
+            format!("user.{OVERLAY_OPAQUE_XATTR}")
+        } else {
+            format!("trusted.{OVERLAY_OPAQUE_XATTR}")
+        };
+        rustix::fs::fsetxattr(&fd, xattr.as_str(), b"y", XattrFlags::empty())
+            .map_err(|e| self.root.err("fsetxattr", dir, e))?;
+        if self.track.get(dir).is_none() {
+            self.track.mark(dir, Origin::Merged);
+        }
+        Ok(())
+    }
+}
