@@ -57,13 +57,13 @@ impl fmt::Display for Failure {
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
-        Failure::Failed(format!("{e} [{:?}]", e.kind()))
+        Failure::Failed(format!("{e:#} [{:?}]", e.kind()))
     }
 }
 
 impl From<std::io::Error> for Failure {
     fn from(e: std::io::Error) -> Failure {
-        Failure::Failed(e.to_string())
+        Failure::Failed(format!("{e:#}"))
     }
 }
 
@@ -94,7 +94,7 @@ pub fn expect_kind<T: fmt::Debug>(
     match result {
         Err(e) if e.kind() == kind => Ok(()),
         Err(e) => Err(Failure::failed(format!(
-            "{what}: expected {kind:?}, got {:?} ({e})",
+            "{what}: expected {kind:?}, got {:?} ({e:#})",
             e.kind()
         ))),
         Ok(v) => Err(Failure::failed(format!(

@@ -121,7 +121,7 @@ impl Harness {
     /// ends, as if its process had died with its mounts in place.
     pub fn restart(&self) -> Result<Arc<dyn Driver>, Failure> {
         let fresh = (self.factory)(&self.home)
-            .map_err(|e| Failure::failed(format!("restart: making the driver again: {e}")))?;
+            .map_err(|e| Failure::failed(format!("restart: making the driver again: {e:#}")))?;
         let old = std::mem::replace(
             &mut *self.driver.lock().expect("driver lock"),
             fresh.clone(),
@@ -208,7 +208,7 @@ where
         Err(e) if e.kind() == ErrorKind::NotSupported => {
             return finish_dir(
                 tmp,
-                Outcome::Skipped(format!("driver not supported here: {e}")),
+                Outcome::Skipped(format!("driver not supported here: {e:#}")),
             );
         }
         Err(e) => {

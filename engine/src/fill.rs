@@ -53,7 +53,7 @@ where
         let copy = outcome
             .as_ref()
             .map(|_| ())
-            .map_err(|e| Error::new(e.kind(), e.to_string()));
+            .map_err(|e| Error::new(e.kind(), format!("{e:#}")));
         let _ = tx.send(outcome);
         copy
     });

@@ -352,7 +352,7 @@ impl Driver for PluginDriver {
         match res {
             Ok(()) => pairs,
             // The trait's status cannot fail; say what happened where the pairs would be.
-            Err(e) => vec![("plugin error".to_string(), e.to_string())],
+            Err(e) => vec![("plugin error".to_string(), format!("{e:#}"))],
         }
     }
 

@@ -291,7 +291,7 @@ fn joined<T>(
     outcome: std::result::Result<Result<T>, tokio::task::JoinError>,
     call: &str,
 ) -> Result<T> {
-    outcome.map_err(|e| plugin_error(format!("the {call} call failed: {e}")))?
+    outcome.map_err(|e| plugin_error(format!("the {call} call failed: {e:#}")))?
 }
 
 /// A pipe with close-on-exec ends, enlarged where the system allows.
@@ -357,7 +357,7 @@ impl AsyncRead for DiffReader {
         Poll::Ready(match outcome {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(io::Error::from(e.context("diff"))),
-            Err(e) => Err(io::Error::other(format!("the diff call failed: {e}"))),
+            Err(e) => Err(io::Error::other(format!("the diff call failed: {e:#}"))),
         })
     }
 }

@@ -158,7 +158,7 @@ pub(crate) async fn attempt(
         (Err(_), Expect::Any) => false,
         (Err(e), _) => {
             return Err(Failure::failed(format!(
-                "{name}: expected {expect:?}, got {:?} ({e})",
+                "{name}: expected {expect:?}, got {:?} ({e:#})",
                 e.kind()
             )));
         }

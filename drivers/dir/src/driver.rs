@@ -60,7 +60,7 @@ impl Driver for DirDriver {
 
     fn status(&self) -> Vec<(String, String)> {
         let home = self.inner.layout.home();
-        let backing = sys::fs_name(home).unwrap_or_else(|e| format!("unknown ({e})"));
+        let backing = sys::fs_name(home).unwrap_or_else(|e| format!("unknown ({e:#})"));
         vec![
             ("Root Dir".into(), home.display().to_string()),
             ("Mount Mode".into(), self.mount_mode_status()),

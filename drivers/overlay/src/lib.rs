@@ -114,7 +114,7 @@ impl OverlayDriver {
         let user = opts::Options::parse(&config.mount_options).map_err(|e| {
             Error::new(
                 ErrorKind::Config,
-                format!("drivers.overlay.mount_options: {e}"),
+                format!("drivers.overlay.mount_options: {e:#}"),
             )
         })?;
         let layout = layout::Layout::open(home)?;

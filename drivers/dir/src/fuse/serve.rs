@@ -102,7 +102,7 @@ impl Args {
 pub fn helper_main() -> ExitCode {
     let args = match Args::parse(std::env::args_os().skip(1)) {
         Ok(a) => a,
-        Err(e) => return report_error(&format!("strata-dir-fuse: {e}")),
+        Err(e) => return report_error(&format!("strata-dir-fuse: {e:#}")),
     };
     if !args.serve {
         return start_server(args);
@@ -122,7 +122,7 @@ fn start_server(mut args: Args) -> ExitCode {
     args.serve = true;
     let exe = match std::env::current_exe() {
         Ok(e) => e,
-        Err(e) => return report_error(&format!("cannot find this program: {e}")),
+        Err(e) => return report_error(&format!("cannot find this program: {e:#}")),
     };
     match Command::new(exe)
         .args(args.to_args())
@@ -130,7 +130,7 @@ fn start_server(mut args: Args) -> ExitCode {
         .spawn()
     {
         Ok(_) => ExitCode::SUCCESS,
-        Err(e) => report_error(&format!("cannot start the server: {e}")),
+        Err(e) => report_error(&format!("cannot start the server: {e:#}")),
     }
 }
 
@@ -142,11 +142,11 @@ fn serve(args: Args) -> ExitCode {
     rustix::process::umask(rustix::fs::Mode::empty());
     let signals = match Signals::new([SIGUSR1, SIGTERM, SIGINT, SIGHUP]) {
         Ok(s) => s,
-        Err(e) => return report_error(&format!("signals: {e}")),
+        Err(e) => return report_error(&format!("signals: {e:#}")),
     };
     let fs = match UnionFs::new(&args.branches, &args.work, !args.read_only) {
         Ok(fs) => fs,
-        Err(e) => return report_error(&e.to_string()),
+        Err(e) => return report_error(&format!("{e:#}")),
     };
     let writable = fs.writable.clone();
     let root = rustix::process::geteuid().is_root();
@@ -184,7 +184,7 @@ fn serve(args: Args) -> ExitCode {
     };
     let background = match session.spawn() {
         Ok(b) => b,
-        Err(e) => return report_error(&format!("start serving: {e}")),
+        Err(e) => return report_error(&format!("start serving: {e:#}")),
     };
     if root {
         raise_readahead(&args.mountpoint);
