@@ -59,6 +59,7 @@ mod host_tar;
 mod loader;
 mod log;
 mod macros;
+#[cfg(feature = "host")]
 mod spec;
 pub mod status;
 

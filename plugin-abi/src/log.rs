@@ -6,7 +6,6 @@
 //! target `strata::plugin` and the plugin's target as a field.
 
 use std::fmt::Write as _;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use tracing::level_filters::LevelFilter;
 use tracing::{Event, Level, Metadata, Subscriber, field, span};
@@ -36,6 +35,7 @@ fn filter(code: u32) -> LevelFilter {
 }
 
 /// The host's current maximum level, as a code for [`InitArgs`](super::InitArgs).
+#[cfg(feature = "host")]
 pub(crate) fn host_max_level() -> u32 {
     match LevelFilter::current().into_level() {
         None => log_level::OFF,
@@ -120,7 +120,9 @@ impl Subscriber for Forward {
 }
 
 /// The host's [`LogFn`]: re-emits a plugin's event on the host's subscriber.
+#[cfg(feature = "host")]
 pub(crate) extern "C" fn host_log(level: u32, target: Bytes, message: Bytes) {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
     // Nothing may unwind out of an extern "C" function; a failing subscriber loses the event.
     let _ = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: the plugin passes bytes valid for the duration of this call.

@@ -2,7 +2,7 @@
 //! helper process (`strata-dir-fuse`) that outlives the caller of `get`.
 //!
 //! Branches are the layer's own diff directory (branch 0, the only one written) over its
-//! ancestors' diff directories, top first, merged by the rules of the [`union`](crate::union)
+//! ancestors' diff directories, top first, merged by the rules of the `union`
 //! module (the same rules the `copy` mode and `changes` use):
 //!
 //! - lookup and getattr fall through to the first branch that has the name, stopping at a
