@@ -11,7 +11,7 @@ src=${1:-/usr/include}
 runs=${2:-3}
 [ "$(id -u)" = 0 ] || { echo "bench/import.sh: needs root (loop device, mount)" >&2; exit 1; }
 cd "$(dirname "$0")/.."
-cargo build --release -q -p strata-engine --bin strata
+cargo build --release -q -p strata-cli --bin strata
 strata=$PWD/target/release/strata
 
 . bench/lib.sh
