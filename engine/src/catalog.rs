@@ -37,7 +37,9 @@ impl Registry {
                 self.register(crate::plugin::factory(spec, entry.options.clone()))
             });
             match loaded {
-                Ok(()) => {}
+                Ok(()) => {
+                    tracing::debug!(plugin = %entry.path.display(), "plugin loaded");
+                }
                 Err(e) if strict => return Err(e),
                 Err(e) => self.note_failed(DriverInfo {
                     name: plugin_label(&entry.path),

@@ -102,12 +102,25 @@ impl DriverFactory {
     /// Whether it works on this host and, if so, its capabilities under `config`: one probe
     /// for both (what `strata drivers` shows).
     pub fn assess(&self, config: &Config) -> Result<Capabilities> {
-        (self.probe)(config)
+        let _span = tracing::debug_span!("probe", driver = %self.name).entered();
+        let start = std::time::Instant::now();
+        let outcome = (self.probe)(config);
+        tracing::debug!(
+            supported = outcome.is_ok(),
+            elapsed = ?start.elapsed(),
+            "probed"
+        );
+        outcome
     }
 
     /// Builds an instance over `home`.
     pub fn build(&self, home: PathBuf, config: &Config) -> Result<Arc<dyn Driver>> {
-        (self.build)(home, config)
+        let _span =
+            tracing::debug_span!("start", driver = %self.name, home = %home.display()).entered();
+        let start = std::time::Instant::now();
+        let driver = (self.build)(home, config)?;
+        tracing::debug!(elapsed = ?start.elapsed(), "driver started");
+        Ok(driver)
     }
 }
 

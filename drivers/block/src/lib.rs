@@ -193,6 +193,7 @@ impl BlockDriver {
         .map_err(|e| Error::os("open", &lock_path, e))?;
         let sole = rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_ok();
         let reflink = image::probe_reflink(layout.home(), &layout.unique());
+        tracing::debug!(home = %layout.home().display(), reflink, fs = %config.fs.as_str(), "block driver started");
         let inner = Inner {
             layout,
             slots: ops::Slots::default(),

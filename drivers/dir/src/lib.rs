@@ -179,6 +179,13 @@ impl DirDriver {
             helper,
             fallback,
         } = resolve(&config)?;
+        tracing::debug!(
+            home = %home.display(),
+            mode = %mode.as_str(),
+            helper = ?helper,
+            fallback = ?fallback,
+            "dir driver mount mode"
+        );
         let layout = layout::Layout::open(home)?;
         let lock = layout.attach()?;
         Ok(DirDriver {

@@ -193,6 +193,7 @@ pub(crate) fn native_diff_ok(
     let cleanup = fs::remove_dir_all(&dir).map_err(|e| Error::os("remove", &dir, e));
     let ok = result?;
     cleanup?;
+    tracing::debug!(native_diff = ok, key = %key, "native diff test mount");
     cache.insert(key, ok);
     Ok(ok)
 }

@@ -136,6 +136,14 @@ impl OverlayDriver {
         let magic = check::backing(&home, &home)?;
         let lock = attach(&layout)?;
         let native_diff = check::native_diff_ok(&home, plan.api, &plan.opts, plan.xattr_prefix())?;
+        tracing::debug!(
+            home = %home.display(),
+            api = %plan.api.as_str(),
+            options = %plan.opts.param_string(),
+            native_diff,
+            max_depth = plan.max_depth,
+            "overlay driver started"
+        );
         Ok(OverlayDriver {
             inner: Arc::new(Inner {
                 layout,
