@@ -408,9 +408,7 @@ impl Engine {
         record.incomplete = false;
         self.save_record(&record).await
     }
-}
 
-impl Engine {
     /// Makes the record's layer in the driver: `create_rw` for a container layer, `create`
     /// for an image layer.
     async fn create_in_driver(&self, record: &LayerRecord) -> Result<()> {
