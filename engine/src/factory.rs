@@ -1,8 +1,8 @@
 //! How to probe and build one driver: the [`DriverFactory`] type that built-in drivers,
 //! plugins and an embedder's own drivers all take, so selection and the CLI treat them alike.
 //!
-//! This module knows no driver: [`crate::builtin`] and [`crate::plugin`] make factories,
-//! [`crate::registry`] holds them, and only [`crate::catalog`] knows all of those.
+//! This module knows no driver and imports none of its users: the `builtin` and `plugin`
+//! modules make factories, `registry` holds them, and only `catalog` knows all of those.
 
 use std::fmt;
 use std::path::PathBuf;

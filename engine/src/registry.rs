@@ -11,7 +11,7 @@ use strata_driver_api::{Capabilities, Error, ErrorKind, Result};
 use crate::config::Config;
 
 pub use crate::factory::{DriverFactory, DriverSource};
-// For `crate::plugin`, which imports it from here; `crate::factory` is its home.
+// For the plugin module, which imports it from here; the factory module is its home.
 pub(crate) use crate::factory::trial_capabilities;
 
 /// Drivers strata knows of that this build does not have yet: named in errors and in
