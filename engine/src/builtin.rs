@@ -1,58 +1,66 @@
 //! The drivers compiled into this strata, as factories.
+//!
+//! Each is probed by its crate's `probe_config`, which only reads (it stats devices, finds
+//! programs, reads module parameters and the file system of the would-be home under the
+//! root): no throw-away driver is started, nothing is created or mounted anywhere. What only a
+//! real start can learn (overlay's native-diff test mount) is the probe's best estimate.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use strata_driver_api::{Capabilities, Driver, Result};
+use strata_driver_api::Driver;
 use strata_driver_block::BlockDriver;
 use strata_driver_dir::DirDriver;
 use strata_driver_overlay::OverlayDriver;
 
 use crate::config::Config;
-use crate::registry::{DriverFactory, DriverSource, trial_capabilities};
+use crate::factory::{DriverFactory, DriverSource};
 
 /// Every built-in driver this build has.
-///
-/// dir and overlay are probed by starting them over a throw-away home: whether they start
-/// depends on the config (a mount mode or mount API this host lacks, mount options, d_type).
 pub(crate) fn factories() -> Vec<DriverFactory> {
     vec![overlay(), dir(), block()]
 }
 
-fn dir() -> DriverFactory {
-    DriverFactory::new(
-        strata_driver_dir::NAME,
-        DriverSource::Builtin,
-        |config| {
-            strata_driver_dir::probe()?;
-            trial_dir(config).map(|_| ())
-        },
-        |config| trial_dir(config).unwrap_or_default(),
-        start_dir,
-    )
+/// The home `config` gives the driver `name`: `<root>/<name>`.
+fn home(config: &Config, name: &str) -> PathBuf {
+    config.root.join(name)
 }
 
 fn overlay() -> DriverFactory {
-    DriverFactory::new(
-        strata_driver_overlay::NAME,
+    let name = strata_driver_overlay::NAME;
+    DriverFactory::from_probe(
+        name,
         DriverSource::Builtin,
-        |config| {
-            strata_driver_overlay::probe()?;
-            trial_overlay(config).map(|_| ())
+        move |config| {
+            strata_driver_overlay::probe_config(&home(config, name), &config.drivers.overlay)
         },
-        |config| trial_overlay(config).unwrap_or_default(),
-        start_overlay,
+        |home, config| {
+            let driver = OverlayDriver::new(home, config.drivers.overlay.clone())?;
+            Ok(Arc::new(driver) as Arc<dyn Driver>)
+        },
     )
 }
 
-/// The block driver: used only when named (never by `auto`, see `select`). Its capabilities do
-/// not depend on the config, so no trial driver is made for them.
-fn block() -> DriverFactory {
-    DriverFactory::new(
-        strata_driver_block::NAME,
+fn dir() -> DriverFactory {
+    let name = strata_driver_dir::NAME;
+    DriverFactory::from_probe(
+        name,
         DriverSource::Builtin,
-        |config| strata_driver_block::probe_config(&config.drivers.block),
-        |_| strata_driver_block::capabilities(),
+        move |config| strata_driver_dir::probe_config(&home(config, name), &config.drivers.dir),
+        |home, config| {
+            let driver = DirDriver::new(home, config.drivers.dir.clone())?;
+            Ok(Arc::new(driver) as Arc<dyn Driver>)
+        },
+    )
+}
+
+/// The block driver: used only when named (never by `auto`, see `select`).
+fn block() -> DriverFactory {
+    let name = strata_driver_block::NAME;
+    DriverFactory::from_probe(
+        name,
+        DriverSource::Builtin,
+        move |config| strata_driver_block::probe_config(&home(config, name), &config.drivers.block),
         |home, config| {
             let driver = BlockDriver::new(home, config.drivers.block.clone())?;
             Ok(Arc::new(driver) as Arc<dyn Driver>)
@@ -60,22 +68,31 @@ fn block() -> DriverFactory {
     )
 }
 
-fn start_dir(home: PathBuf, config: &Config) -> Result<Arc<dyn Driver>> {
-    let driver = DirDriver::new(home, config.drivers.dir.clone())?;
-    Ok(Arc::new(driver) as Arc<dyn Driver>)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Environment;
 
-fn trial_dir(config: &Config) -> Result<Capabilities> {
-    trial_capabilities(strata_driver_dir::NAME, |home| start_dir(home, config))
-}
-
-fn start_overlay(home: PathBuf, config: &Config) -> Result<Arc<dyn Driver>> {
-    let driver = OverlayDriver::new(home, config.drivers.overlay.clone())?;
-    Ok(Arc::new(driver) as Arc<dyn Driver>)
-}
-
-fn trial_overlay(config: &Config) -> Result<Capabilities> {
-    trial_capabilities(strata_driver_overlay::NAME, |home| {
-        start_overlay(home, config)
-    })
+    /// The probes make nothing under the root (nor anywhere: they have no temporary home).
+    #[test]
+    fn probes_create_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut config = Config::defaults(&Environment {
+            uid: 0,
+            ..Environment::default()
+        })
+        .unwrap();
+        config.root = tmp.path().join("root");
+        config.runroot = tmp.path().join("run");
+        for factory in factories() {
+            // Supported or not, whatever this host is: only that nothing appears matters.
+            let _ = factory.assess(&config);
+        }
+        let left: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "a probe made {left:?}");
+        assert!(!config.root.exists());
+    }
 }

@@ -211,6 +211,14 @@ impl Config {
             None => Config::defaults(env)?,
         };
         config.apply(overrides, env)?;
+        tracing::debug!(
+            file = ?config.file,
+            root = %config.root.display(),
+            runroot = %config.runroot.display(),
+            driver = %config.driver,
+            plugins = config.plugins.len(),
+            "config loaded"
+        );
         Ok(config)
     }
 

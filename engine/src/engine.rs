@@ -4,13 +4,21 @@
 //! operations. Every operation then takes the locks it needs for its own duration only:
 //! `layers.lock` (shared to read records, exclusive to change them; an import holds it for the
 //! whole import) and, after it, `mounts.lock`. Lock order is always layers, then mounts.
+//!
+//! Tracing (`RUST_LOG=strata_engine=debug`): each operation is a span named for it, with the
+//! layer it is about; inside it, every driver call is a `driver` span (driver, operation,
+//! layer) closed by an event saying how long it took, and lock waits, record writes and
+//! refcount changes are events. Errors are returned, never logged as well.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde::Serialize;
 use strata_driver_api::stream::run_blocking;
 use strata_driver_api::{Driver, Error, ErrorKind, LayerId, Result};
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::lock::{LockFile, LockGuard};
@@ -101,9 +109,20 @@ impl Engine {
     /// creates `<root>/<driver>/`, `<root>/<driver>-layers/` and `<runroot>/<driver>-layers/`
     /// (mode 0700), and cleans up what crashed operations left: incomplete layers, temporary
     /// files, refcounts of views that are no longer mounted.
+    #[tracing::instrument(
+        name = "open",
+        level = "debug",
+        skip_all,
+        fields(root = %config.root.display(), requested = %config.driver)
+    )]
     pub async fn open_with(config: Config, registry: Registry) -> Result<Engine> {
         config.validate()?;
         let selection = choose(&config, &registry, true)?;
+        tracing::debug!(
+            driver = %selection.name,
+            reason = %selection.reason.as_str(),
+            "driver selected"
+        );
         let name = selection.name.clone();
         let factory = registry
             .get(&name)
@@ -133,6 +152,7 @@ impl Engine {
             }),
         };
         engine.recover().await?;
+        tracing::debug!(driver = %name, "engine open");
         Ok(engine)
     }
 
@@ -152,6 +172,7 @@ impl Engine {
     /// Every driver `config` could use, built-in and plugins, for `strata drivers`; a plugin
     /// that cannot be loaded is listed as unsupported with the reason.
     pub fn drivers(config: &Config) -> Vec<DriverInfo> {
+        let _span = tracing::debug_span!("drivers").entered();
         let mut registry = Registry::builtin();
         // Not strict: failures become entries, never an error.
         let _ = registry.add_plugins(config, false);
@@ -229,6 +250,7 @@ impl Engine {
     /// run again. Incomplete layers are left alone while another process holds the layers
     /// lock (its operation may still be running); a layer the driver fails to remove stays
     /// incomplete and is retried at the next open.
+    #[tracing::instrument(name = "recover", level = "debug", skip_all)]
     pub async fn recover(&self) -> Result<()> {
         let inner = &self.inner;
         let store = inner.store.clone();
@@ -236,39 +258,63 @@ impl Engine {
             let Some(guard) = store.lock().try_exclusive()? else {
                 return Ok(None);
             };
-            store.remove_temp_files()?;
+            let swept = store.remove_temp_files()?;
             let records = store.load_all()?;
-            Ok(Some((guard, records)))
+            Ok(Some((guard, records, swept)))
         })
         .await?;
-        if let Some((guard, records)) = held {
-            for record in records.values().filter(|r| r.incomplete) {
-                if let Err(e) = self.discard(&record.id).await {
-                    tracing::warn!(layer = %record.id, error = %e, "could not remove an incomplete layer; will retry at the next open");
+        match held {
+            Some((guard, records, swept)) => {
+                let incomplete: Vec<&LayerRecord> =
+                    records.values().filter(|r| r.incomplete).collect();
+                tracing::debug!(
+                    records = records.len(),
+                    incomplete = incomplete.len(),
+                    temp_files = swept,
+                    "layer records checked"
+                );
+                for record in incomplete {
+                    tracing::debug!(layer = %record.id, "removing an incomplete layer");
+                    if let Err(e) = self.discard(&record.id).await {
+                        tracing::warn!(layer = %record.id, error = %e, "could not remove an incomplete layer; will retry at the next open");
+                    }
                 }
+                drop(guard);
             }
-            drop(guard);
+            None => tracing::debug!(
+                "another writer holds the layers lock: incomplete layers are left to it"
+            ),
         }
 
         let guard = lock(inner.mounts.lock(), true).await?;
         let mounts = inner.mounts.clone();
-        let mut table = run_blocking(move || {
-            mounts.remove_temp_files()?;
-            mounts.load()
+        let (mut table, swept) = run_blocking(move || {
+            let swept = mounts.remove_temp_files()?;
+            Ok((mounts.load()?, swept))
         })
         .await?;
         let mut changed = false;
-        for id in table.ids() {
-            let mounted = match inner.driver.is_mounted(&id).await {
+        let ids = table.ids();
+        for id in &ids {
+            let mounted = match self
+                .call("is_mounted", id, inner.driver.is_mounted(id))
+                .await
+            {
                 Ok(mounted) => mounted,
                 Err(e) if e.kind() == ErrorKind::NotFound => false,
                 Err(e) => return Err(e),
             };
             if !mounted {
-                table.forget(&id);
+                tracing::debug!(layer = %id, refs = table.count(id), "forgetting the refcount of a view that is gone");
+                table.forget(id);
                 changed = true;
             }
         }
+        tracing::debug!(
+            recorded = ids.len(),
+            temp_files = swept,
+            "mount refcounts checked"
+        );
         if changed {
             self.save_mounts(table).await?;
         }
@@ -279,7 +325,10 @@ impl Engine {
     /// Removes a layer's data and record, whatever state it is in. The caller holds the
     /// layers lock exclusively.
     pub(crate) async fn discard(&self, id: &LayerId) -> Result<()> {
-        match self.inner.driver.remove(id, true).await {
+        match self
+            .call("remove", id, self.inner.driver.remove(id, true))
+            .await
+        {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(e),
@@ -293,23 +342,34 @@ impl Engine {
     /// Makes everything the driver wrote durable: one `syncfs` on its home's filesystem.
     pub(crate) async fn sync_home(&self) -> Result<()> {
         let home = self.inner.home.clone();
+        let start = Instant::now();
         run_blocking(move || {
             let dir = std::fs::File::open(&home).map_err(|e| Error::os("open", &home, e))?;
             rustix::fs::syncfs(&dir).map_err(|e| Error::os("syncfs", &home, e))
         })
-        .await
+        .await?;
+        tracing::debug!(elapsed = ?start.elapsed(), "driver home synced");
+        Ok(())
     }
 
     pub(crate) async fn save_record(&self, record: &LayerRecord) -> Result<()> {
         let store = self.inner.store.clone();
-        let record = record.clone();
-        run_blocking(move || store.save(&record)).await
+        let saved = record.clone();
+        run_blocking(move || store.save(&saved)).await?;
+        tracing::debug!(
+            layer = %record.id,
+            incomplete = record.incomplete,
+            "record written"
+        );
+        Ok(())
     }
 
     pub(crate) async fn delete_record(&self, id: &LayerId) -> Result<()> {
         let store = self.inner.store.clone();
-        let id = id.clone();
-        run_blocking(move || store.delete(&id)).await
+        let gone = id.clone();
+        run_blocking(move || store.delete(&gone)).await?;
+        tracing::debug!(layer = %id, "record deleted");
+        Ok(())
     }
 
     pub(crate) async fn load_records(
@@ -336,17 +396,62 @@ impl Engine {
     pub(crate) async fn mounts_lock(&self) -> Result<LockGuard> {
         lock(self.inner.mounts.lock(), true).await
     }
+
+    /// Runs one call of the driver's in a `driver` span (driver, operation, layer) and says
+    /// how long it took. A failure is only returned: whoever handles it reports it.
+    pub(crate) async fn call<T>(
+        &self,
+        op: &'static str,
+        id: &LayerId,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let span = tracing::debug_span!(
+            "driver",
+            driver = %self.inner.selection.name,
+            op = %op,
+            layer = %id
+        );
+        async move {
+            let start = Instant::now();
+            let out = call.await?;
+            tracing::debug!(elapsed = ?start.elapsed(), "driver call done");
+            Ok(out)
+        }
+        .instrument(span)
+        .await
+    }
 }
 
-/// Takes a lock on a blocking thread (waiting for it may take long).
+/// Takes a lock on a blocking thread (waiting for it may take long). An uncontended lock is
+/// taken at once; a wait is logged, with how long it lasted.
 async fn lock(lock: &LockFile, exclusive: bool) -> Result<LockGuard> {
     let lock = lock.clone();
+    let span = tracing::Span::current();
     run_blocking(move || {
-        if exclusive {
+        let _entered = span.enter();
+        let (mode, free) = if exclusive {
+            ("exclusive", lock.try_exclusive()?)
+        } else {
+            ("shared", lock.try_shared()?)
+        };
+        if let Some(guard) = free {
+            tracing::trace!(lock = %lock.path().display(), mode = %mode, "lock taken");
+            return Ok(guard);
+        }
+        tracing::debug!(lock = %lock.path().display(), mode = %mode, "waiting for a lock held elsewhere");
+        let start = Instant::now();
+        let guard = if exclusive {
             lock.exclusive()
         } else {
             lock.shared()
-        }
+        }?;
+        tracing::debug!(
+            lock = %lock.path().display(),
+            mode = %mode,
+            waited = ?start.elapsed(),
+            "lock taken after a wait"
+        );
+        Ok(guard)
     })
     .await
 }

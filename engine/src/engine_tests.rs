@@ -3,13 +3,13 @@
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use strata_driver_api::{ErrorKind, LayerId};
 use tokio::io::AsyncReadExt;
 
 use crate::lock::LockFile;
+use crate::mounts::MountStore;
 use crate::store::{LayerRecord, LayerStore};
 use crate::testing::{self, Knobs};
 use crate::{CreateRequest, Engine, ImportRequest};
@@ -340,14 +340,15 @@ async fn dropping_the_guard_releases() {
         let _guard = e.mount(&id("l")).await.unwrap();
         assert_eq!(e.list().await.unwrap()[0].mounts, 1);
     }
-    for _ in 0..200 {
-        if e.list().await.unwrap()[0].mounts == 0 {
-            assert!(!e.driver().is_mounted(&id("l")).await.unwrap());
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the dropped guard never released its mount");
+    // The release runs as a task of its own: wait for the refcount table to say it ran (it is
+    // written, atomically, after the driver's put).
+    let table = MountStore::new(f.tmp.path().join("run/fake-layers"));
+    testing::wait_until("the dropped guard to release its mount", || {
+        table.load().unwrap().count(&id("l")) == 0
+    })
+    .await;
+    assert_eq!(e.list().await.unwrap()[0].mounts, 0);
+    assert!(!e.driver().is_mounted(&id("l")).await.unwrap());
 }
 
 #[test]
@@ -463,9 +464,17 @@ async fn writers_exclude_each_other_across_engines() {
         let a = a.clone();
         async move { a.import(rx, import_req("slow", None)).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The import writes its record holding the layers lock, and holds it until the stream,
+    // which only this test can end, ends.
+    let record = f.store().dir().join("slow.json");
+    testing::wait_until("the import to write its record", || record.exists()).await;
     let creating = tokio::spawn(async move { b.create(create("other", None, false)).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Either the second writer is seen blocked on the lock, or it got through (a failure).
+    let lock = f.store().dir().join("layers.lock");
+    testing::wait_until("the second writer to block or finish", || {
+        testing::lock_waiters(&lock) > 0 || creating.is_finished()
+    })
+    .await;
     assert!(
         !creating.is_finished(),
         "a second writer ran during an import"
@@ -518,7 +527,13 @@ async fn an_open_export_stream_keeps_its_layer() {
     .unwrap();
     let stream = a.export(&id("l"), None).await.unwrap();
     let removing = tokio::spawn(async move { b.remove(&id("l"), false).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Either the removal is seen blocked on the lock the stream holds, or it got through (a
+    // failure).
+    let lock = f.store().dir().join("layers.lock");
+    testing::wait_until("the removal to block or finish", || {
+        testing::lock_waiters(&lock) > 0 || removing.is_finished()
+    })
+    .await;
     assert!(
         !removing.is_finished(),
         "a layer was removed while exported"

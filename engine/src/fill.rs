@@ -47,7 +47,9 @@ where
     let abort = Arc::new(AtomicBool::new(false));
     let (tx, mut rx) = oneshot::channel::<Result<(String, u64)>>();
     let producer_abort = abort.clone();
+    let span = tracing::Span::current();
     let tar = stream::from_blocking(move |out| {
+        let _entered = span.enter();
         let outcome = produce(source, out, &producer_abort);
         // The reader gets a copy; the engine gets the original with its cause.
         let copy = outcome
@@ -90,7 +92,8 @@ fn produce(
     out: &mut dyn Write,
     abort: &AtomicBool,
 ) -> Result<(String, u64)> {
-    let (_, mut plain) = strata_archive::decompress(source).map_err(read_error)?;
+    let (compression, mut plain) = strata_archive::decompress(source).map_err(read_error)?;
+    tracing::debug!(?compression, "reading the layer stream");
     let mut hasher = Sha256::new();
     let mut total = 0u64;
     let mut buf = vec![0u8; BUF];
@@ -115,7 +118,9 @@ fn produce(
             return Err(Error::new(ErrorKind::Io, "layer stream abandoned"));
         }
     }
-    Ok((format!("sha256:{:x}", hasher.finalize()), total))
+    let digest = format!("sha256:{:x}", hasher.finalize());
+    tracing::debug!(bytes = total, %digest, "layer stream read to the end");
+    Ok((digest, total))
 }
 
 /// A read error of the layer stream: an OS error keeps its errno; anything else is the

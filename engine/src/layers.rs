@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use strata_driver_api::{Change, CreateOpts, Error, ErrorKind, LayerId, Result, TarStream};
 use tokio::io::{AsyncRead, ReadBuf};
+use tracing::field;
 
 use crate::engine::{Engine, not_found};
 use crate::fill::fill;
@@ -43,6 +44,12 @@ impl Engine {
     /// Creates an empty layer and returns its record.
     ///
     /// An existing id or name is `AlreadyExists`; a missing parent is `ParentNotFound`.
+    #[tracing::instrument(
+        name = "create",
+        level = "debug",
+        skip_all,
+        fields(layer = field::Empty, parent = %or_dash(req.parent.as_ref()), rw = req.rw)
+    )]
     pub async fn create(&self, req: CreateRequest) -> Result<LayerRecord> {
         let kind = if req.rw {
             LayerKind::Container
@@ -53,26 +60,15 @@ impl Engine {
         let record = self
             .begin_layer(req.id, req.parent, kind, req.names)
             .await?;
-        let opts = CreateOpts::default();
-        let driver = &self.inner.driver;
-        let made = match kind {
-            LayerKind::Container => {
-                driver
-                    .create_rw(&record.id, record.parent.as_ref(), &opts)
-                    .await
-            }
-            LayerKind::Image => {
-                driver
-                    .create(&record.id, record.parent.as_ref(), &opts)
-                    .await
-            }
-        };
+        let made = self.create_in_driver(&record).await;
         if let Err(e) = made {
             // The driver leaves nothing behind on error; only the record goes.
             self.abandon(&record.id, false).await;
             return Err(e);
         }
-        self.finish_layer(record).await
+        let record = self.finish_layer(record).await?;
+        tracing::debug!(layer = %record.id, "layer created");
+        Ok(record)
     }
 
     /// Creates an image layer from a tar (plain, gzip or zstd, sniffed) and returns its
@@ -81,27 +77,39 @@ impl Engine {
     /// The tar is streamed: never held in memory. If anything fails, the layer is removed and
     /// no record remains. Errors as [`create`](Engine::create), and `InvalidArchive` for a
     /// malformed or hostile tar.
+    #[tracing::instrument(
+        name = "import",
+        level = "debug",
+        skip_all,
+        fields(layer = field::Empty, parent = %or_dash(req.parent.as_ref()))
+    )]
     pub async fn import<R>(&self, reader: R, req: ImportRequest) -> Result<LayerRecord>
     where
         R: AsyncRead + Send + Unpin + 'static,
     {
+        let start = Instant::now();
         let _lock = self.layers_lock(true).await?;
         let mut record = self
             .begin_layer(req.id, req.parent, LayerKind::Image, req.names)
             .await?;
-        let driver = &self.inner.driver;
-        if let Err(e) = driver
-            .create(&record.id, record.parent.as_ref(), &CreateOpts::default())
-            .await
-        {
+        if let Err(e) = self.create_in_driver(&record).await {
             self.abandon(&record.id, false).await;
             return Err(e);
         }
-        match fill(driver, &record.id, record.parent.as_ref(), reader).await {
+        match self.fill(&record, reader).await {
             Ok(filled) => {
                 record.size = filled.size;
                 record.diff_digest = Some(filled.digest);
-                self.finish_layer(record).await
+                let record = self.finish_layer(record).await?;
+                tracing::debug!(
+                    layer = %record.id,
+                    tar_bytes = filled.tar_bytes,
+                    size = record.size,
+                    digest = record.diff_digest.as_deref().unwrap_or_default(),
+                    elapsed = ?start.elapsed(),
+                    "layer imported"
+                );
+                Ok(record)
             }
             Err(e) => {
                 self.abandon(&record.id, true).await;
@@ -117,10 +125,12 @@ impl Engine {
     /// `HasChildren`; a mounted one is `Busy`. If the tar fails, the layer is made empty again
     /// (removed and created afresh with the same id and parent), or, if even that fails,
     /// removed.
+    #[tracing::instrument(name = "apply", level = "debug", skip_all, fields(layer = %id))]
     pub async fn apply<R>(&self, id: &LayerId, reader: R) -> Result<LayerRecord>
     where
         R: AsyncRead + Send + Unpin + 'static,
     {
+        let start = Instant::now();
         let _lock = self.layers_lock(true).await?;
         let records = self.load_records().await?;
         let mut record = usable(&records, id)?.clone();
@@ -148,12 +158,19 @@ impl Engine {
         }
         record.incomplete = true;
         self.save_record(&record).await?;
-        let driver = &self.inner.driver;
-        match fill(driver, id, record.parent.as_ref(), reader).await {
+        match self.fill(&record, reader).await {
             Ok(filled) => {
                 record.size = filled.size;
                 record.diff_digest = Some(filled.digest);
-                self.finish_layer(record).await
+                let record = self.finish_layer(record).await?;
+                tracing::debug!(
+                    tar_bytes = filled.tar_bytes,
+                    size = record.size,
+                    digest = record.diff_digest.as_deref().unwrap_or_default(),
+                    elapsed = ?start.elapsed(),
+                    "layer filled"
+                );
+                Ok(record)
             }
             Err(e) => match self.reset(&record).await {
                 Ok(()) => Err(e),
@@ -169,6 +186,7 @@ impl Engine {
 
     /// Removes a layer. One with children is `HasChildren` (even when forced); a mounted
     /// one is `Busy` unless `force`, which unmounts it.
+    #[tracing::instrument(name = "remove", level = "debug", skip_all, fields(layer = %id, force))]
     pub async fn remove(&self, id: &LayerId, force: bool) -> Result<()> {
         let _lock = self.layers_lock(true).await?;
         let records = self.load_records().await?;
@@ -195,7 +213,10 @@ impl Engine {
         let mut dying = record.clone();
         dying.incomplete = true;
         self.save_record(&dying).await?;
-        match self.inner.driver.remove(id, force).await {
+        match self
+            .call("remove", id, self.inner.driver.remove(id, force))
+            .await
+        {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => {
@@ -205,10 +226,13 @@ impl Engine {
             }
         }
         if table.forget(id) {
+            tracing::debug!(refs = count, "refcount dropped with the layer");
             self.save_mounts(table).await?;
         }
         self.sync_home().await?;
-        self.delete_record(id).await
+        self.delete_record(id).await?;
+        tracing::debug!("layer removed");
+        Ok(())
     }
 
     /// The layer's changes against `parent` (its own recorded parent when `None`) as an
@@ -216,21 +240,46 @@ impl Engine {
     ///
     /// The stream holds a shared lock on the layers until it is dropped: the layer cannot be
     /// removed while it is read (so do not remove layers in the same task while holding it).
+    #[tracing::instrument(
+        name = "export",
+        level = "debug",
+        skip_all,
+        fields(layer = %id, parent = field::Empty)
+    )]
     pub async fn export(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<TarStream> {
         let lock = self.layers_lock(false).await?;
         let base = self.base(id, parent).await?;
-        let stream = self.inner.driver.diff(id, base.as_ref()).await?;
+        record_parent(&base);
+        let stream = self
+            .call("diff", id, self.inner.driver.diff(id, base.as_ref()))
+            .await?;
         Ok(Box::pin(Locked {
             inner: stream,
             _lock: lock,
+            traced: Some(Streamed {
+                span: tracing::Span::current(),
+                start: Instant::now(),
+                bytes: 0,
+            }),
         }))
     }
 
     /// The paths that differ between `parent` (the recorded parent when `None`) and the layer.
+    #[tracing::instrument(
+        name = "changes",
+        level = "debug",
+        skip_all,
+        fields(layer = %id, parent = field::Empty)
+    )]
     pub async fn changes(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<Vec<Change>> {
         let _lock = self.layers_lock(false).await?;
         let base = self.base(id, parent).await?;
-        self.inner.driver.changes(id, base.as_ref()).await
+        record_parent(&base);
+        let changes = self
+            .call("changes", id, self.inner.driver.changes(id, base.as_ref()))
+            .await?;
+        tracing::debug!(changes = changes.len(), "changes listed");
+        Ok(changes)
     }
 
     /// The driver's facts about one layer, for inspection: its paths and, for drivers that
@@ -238,7 +287,8 @@ impl Engine {
     pub async fn metadata(&self, id: &LayerId) -> Result<Vec<(String, String)>> {
         let _lock = self.layers_lock(false).await?;
         usable(&self.load_records().await?, id)?;
-        self.inner.driver.metadata(id).await
+        self.call("metadata", id, self.inner.driver.metadata(id))
+            .await
     }
 
     /// The base to diff `id` against: `parent` if given (it must exist), else the recorded one.
@@ -296,6 +346,7 @@ impl Engine {
                 ));
             }
         }
+        tracing::Span::current().record("layer", field::display(&id));
         let record = LayerRecord {
             id,
             parent,
@@ -342,30 +393,65 @@ impl Engine {
 
     /// Makes a partly-filled layer empty again: removes it and creates it afresh.
     async fn reset(&self, record: &LayerRecord) -> Result<()> {
+        tracing::debug!(layer = %record.id, "making the layer empty again");
         let driver = &self.inner.driver;
-        match driver.remove(&record.id, true).await {
+        match self
+            .call("remove", &record.id, driver.remove(&record.id, true))
+            .await
+        {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        let opts = CreateOpts::default();
-        match record.kind {
-            LayerKind::Container => {
-                driver
-                    .create_rw(&record.id, record.parent.as_ref(), &opts)
-                    .await?
-            }
-            LayerKind::Image => {
-                driver
-                    .create(&record.id, record.parent.as_ref(), &opts)
-                    .await?
-            }
-        }
+        self.create_in_driver(record).await?;
         self.sync_home().await?;
         let mut record = record.clone();
         record.incomplete = false;
         self.save_record(&record).await
     }
+
+    /// Makes the record's layer in the driver: `create_rw` for a container layer, `create`
+    /// for an image layer.
+    async fn create_in_driver(&self, record: &LayerRecord) -> Result<()> {
+        let (id, parent) = (&record.id, record.parent.as_ref());
+        let opts = CreateOpts::default();
+        let driver = &self.inner.driver;
+        match record.kind {
+            LayerKind::Container => {
+                self.call("create_rw", id, driver.create_rw(id, parent, &opts))
+                    .await
+            }
+            LayerKind::Image => {
+                self.call("create", id, driver.create(id, parent, &opts))
+                    .await
+            }
+        }
+    }
+
+    /// Fills the record's layer from `reader` (the driver's `apply_diff`, fed by the
+    /// decompressing, hashing producer).
+    async fn fill<R>(&self, record: &LayerRecord, reader: R) -> Result<crate::fill::Filled>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+    {
+        let (id, parent) = (&record.id, record.parent.as_ref());
+        self.call(
+            "apply_diff",
+            id,
+            fill(&self.inner.driver, id, parent, reader),
+        )
+        .await
+    }
+}
+
+/// Records the base a diff is taken against in the current span.
+fn record_parent(base: &Option<LayerId>) {
+    tracing::Span::current().record("parent", field::display(or_dash(base.as_ref())));
+}
+
+/// A layer id for a log line, `-` for none.
+fn or_dash(id: Option<&LayerId>) -> &str {
+    id.map_or("-", LayerId::as_str)
 }
 
 /// The record of `id` if it exists and is complete; `NotFound` otherwise.
@@ -383,6 +469,15 @@ pub(crate) fn usable<'a>(
 struct Locked {
     inner: TarStream,
     _lock: LockGuard,
+    /// Counts what went out, to say so at the end; `None` once said.
+    traced: Option<Streamed>,
+}
+
+/// What an export stream has sent so far, in the span of the export that opened it.
+struct Streamed {
+    span: tracing::Span,
+    start: Instant,
+    bytes: u64,
 }
 
 impl AsyncRead for Locked {
@@ -391,6 +486,22 @@ impl AsyncRead for Locked {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        self.inner.as_mut().poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = self.inner.as_mut().poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let n = (buf.filled().len() - before) as u64;
+            if n > 0 {
+                if let Some(t) = self.traced.as_mut() {
+                    t.bytes += n;
+                }
+            } else if buf.remaining() > 0 {
+                if let Some(t) = self.traced.take() {
+                    t.span.in_scope(|| {
+                        tracing::debug!(bytes = t.bytes, elapsed = ?t.start.elapsed(), "export streamed");
+                    });
+                }
+            }
+        }
+        polled
     }
 }

@@ -32,8 +32,10 @@
 #![deny(missing_docs)]
 
 mod builtin;
+mod catalog;
 pub mod config;
 mod engine;
+mod factory;
 mod fill;
 mod layers;
 pub mod lock;

@@ -47,8 +47,17 @@ impl LockFile {
 
     /// Takes the exclusive lock if nobody holds the lock now; `None` if someone does.
     pub fn try_exclusive(&self) -> Result<Option<LockGuard>> {
+        self.try_take(FlockOperation::NonBlockingLockExclusive)
+    }
+
+    /// Takes a shared lock if nobody holds the lock exclusively now; `None` if someone does.
+    pub fn try_shared(&self) -> Result<Option<LockGuard>> {
+        self.try_take(FlockOperation::NonBlockingLockShared)
+    }
+
+    fn try_take(&self, op: FlockOperation) -> Result<Option<LockGuard>> {
         let file = self.open()?;
-        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        match flock(&file, op) {
             Ok(()) => Ok(Some(LockGuard { _file: file })),
             Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
             Err(e) => Err(Error::os("flock", &self.path, e)),
@@ -112,11 +121,17 @@ mod tests {
         let lock = LockFile::new(dir.path().join("x.lock"));
         let a = lock.shared().unwrap();
         let b = lock.shared().unwrap();
+        assert!(lock.try_shared().unwrap().is_some());
         assert!(lock.try_exclusive().unwrap().is_none());
         drop(a);
         assert!(lock.try_exclusive().unwrap().is_none());
         drop(b);
-        assert!(lock.try_exclusive().unwrap().is_some());
+        let w = lock.try_exclusive().unwrap();
+        assert!(w.is_some());
+        assert!(
+            lock.try_shared().unwrap().is_none(),
+            "a reader got in past a writer"
+        );
     }
 
     #[test]

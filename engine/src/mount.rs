@@ -86,6 +86,7 @@ impl Engine {
     ///
     /// Refcounted across processes: if the view is mounted and referenced already, this takes
     /// one more reference without calling the driver. A missing layer is `NotFound`.
+    #[tracing::instrument(name = "mount", level = "debug", skip_all, fields(layer = %id))]
     pub async fn mount(&self, id: &LayerId) -> Result<MountGuard> {
         let _layers = self.layers_lock(false).await?;
         let records = self.load_records().await?;
@@ -93,7 +94,15 @@ impl Engine {
         let _m = self.mounts_lock().await?;
         let mut table = self.load_mounts().await?;
         let driver = &self.inner.driver;
-        let still_mounted = table.count(id) > 0 && driver.is_mounted(id).await?;
+        let recorded = table.count(id);
+        let still_mounted =
+            recorded > 0 && self.call("is_mounted", id, driver.is_mounted(id)).await?;
+        if recorded > 0 && !still_mounted {
+            tracing::debug!(
+                refs = recorded,
+                "the recorded view is gone: mounting afresh"
+            );
+        }
         let step = table.mount_step(id, still_mounted);
         let path = match &step {
             MountStep::Reuse(path) => path.clone(),
@@ -102,18 +111,25 @@ impl Engine {
                     read_only: record.kind == LayerKind::Image,
                     ..MountOpts::default()
                 };
-                driver.get(id, &opts).await?
+                self.call("get", id, driver.get(id, &opts)).await?
             }
         };
         table.mounted(id, path.clone(), &step);
+        let refs = table.count(id);
         if let Err(e) = self.save_mounts(table).await {
             if step == MountStep::Get {
-                if let Err(put) = driver.put(id).await {
+                if let Err(put) = self.call("put", id, driver.put(id)).await {
                     tracing::warn!(layer = %id, error = %put, "could not undo a mount");
                 }
             }
             return Err(e);
         }
+        tracing::debug!(
+            refs,
+            reused = step != MountStep::Get,
+            path = %path.display(),
+            "view referenced"
+        );
         Ok(MountGuard {
             engine: self.clone(),
             id: id.clone(),
@@ -125,6 +141,7 @@ impl Engine {
     /// Releases one reference on the layer's view; the last one unmounts it. A layer with
     /// no recorded reference is unmounted if the driver still has it mounted (left from a
     /// lost runroot), else this does nothing. A missing layer is `NotFound`.
+    #[tracing::instrument(name = "unmount", level = "debug", skip_all, fields(layer = %id))]
     pub async fn unmount(&self, id: &LayerId) -> Result<()> {
         let _layers = self.layers_lock(false).await?;
         let records = self.load_records().await?;
@@ -133,19 +150,27 @@ impl Engine {
         let mut table = self.load_mounts().await?;
         let driver = &self.inner.driver;
         match table.unmount_step(id) {
-            UnmountStep::Decremented => self.save_mounts(table).await,
+            UnmountStep::Decremented => {
+                let refs = table.count(id);
+                self.save_mounts(table).await?;
+                tracing::debug!(refs, "reference released; the view stays mounted");
+                Ok(())
+            }
             UnmountStep::Put => {
-                match driver.put(id).await {
+                match self.call("put", id, driver.put(id)).await {
                     Ok(()) => {}
                     Err(e) if e.kind() == ErrorKind::NotFound => {}
                     Err(e) => return Err(e),
                 }
                 table.forget(id);
-                self.save_mounts(table).await
+                self.save_mounts(table).await?;
+                tracing::debug!(refs = 0, "last reference released; the view is unmounted");
+                Ok(())
             }
             UnmountStep::NotRecorded => {
-                if driver.is_mounted(id).await? {
-                    driver.put(id).await?;
+                if self.call("is_mounted", id, driver.is_mounted(id)).await? {
+                    tracing::debug!("no reference recorded, but the driver has it mounted");
+                    self.call("put", id, driver.put(id)).await?;
                 }
                 Ok(())
             }

@@ -11,7 +11,7 @@ pub use strata_plugin_abi::host::{PluginDriver, PluginSpec};
 pub use strata_plugin_abi::load;
 
 use crate::config::{Config, PluginConfig};
-use crate::registry::{DriverFactory, DriverSource, trial_capabilities};
+use crate::factory::{DriverFactory, DriverSource, trial_capabilities};
 
 /// The factory of a loaded plugin: `<root>/<name>/` is its home, `options` its
 /// `[plugins.options]`.

@@ -1,118 +1,21 @@
-//! The drivers this strata can run, and how to build one.
+//! The set of drivers an engine chooses from, and what `strata drivers` says of each.
 //!
-//! A [`DriverFactory`] knows a driver's name and where it comes from, can say whether it works
-//! on this host (`probe`, cheap and without side effects), what it can do (`capabilities`),
-//! and builds an instance over its home directory. Built-in drivers, plugins (loaded by
-//! [`crate::plugin`]) and drivers an embedding program brings along all take the same shape, so
-//! selection and the CLI treat them alike.
-
-use std::fmt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+//! A [`Registry`] holds [`DriverFactory`]s and knows nothing of where they come from: the
+//! constructors that fill one with the built-in drivers and the config's plugins
+//! ([`Registry::builtin`], [`Registry::add_plugins`]) live in the engine's `catalog` module,
+//! above this one, so the dependency runs one way: catalog -> registry -> factory.
 
 use serde::Serialize;
-use strata_driver_api::{Capabilities, Driver, Error, ErrorKind, Result};
+use strata_driver_api::{Capabilities, Error, ErrorKind, Result};
 
 use crate::config::Config;
+
+pub use crate::factory::{DriverFactory, DriverSource};
+// For the plugin module, which imports it from here; the factory module is its home.
 
 /// Drivers strata knows of that this build does not have yet: named in errors and in
 /// `strata drivers`, and recognised as prior data under a root.
 pub const PLANNED: &[&str] = &[];
-
-/// Starts a driver over a throw-away home (named `name` in a temporary directory) and returns
-/// its capabilities: how a factory learns whether a config starts and what the driver can do,
-/// without touching the real root.
-pub(crate) fn trial_capabilities(
-    name: &str,
-    start: impl FnOnce(PathBuf) -> Result<Arc<dyn Driver>>,
-) -> Result<Capabilities> {
-    let tmp = tempfile::tempdir().map_err(|e| Error::io("create a temporary directory", e))?;
-    let driver = start(tmp.path().join(name))?;
-    let caps = driver.capabilities();
-    drop(driver);
-    Ok(caps)
-}
-
-/// Where a driver comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DriverSource {
-    /// Compiled into this program.
-    Builtin,
-    /// Loaded from a shared library.
-    Plugin,
-}
-
-type ProbeFn = dyn Fn(&Config) -> Result<()> + Send + Sync;
-type CapabilitiesFn = dyn Fn(&Config) -> Capabilities + Send + Sync;
-type BuildFn = dyn Fn(PathBuf, &Config) -> Result<Arc<dyn Driver>> + Send + Sync;
-
-/// How to probe and build one driver.
-#[derive(Clone)]
-pub struct DriverFactory {
-    name: String,
-    source: DriverSource,
-    probe: Arc<ProbeFn>,
-    capabilities: Arc<CapabilitiesFn>,
-    build: Arc<BuildFn>,
-}
-
-impl DriverFactory {
-    /// A factory from its parts:
-    /// - `probe` says whether the driver works on this host (its error message is the
-    ///   reason shown to the user); it must not create anything;
-    /// - `capabilities` reports the driver's static facts for this config;
-    /// - `build` makes an instance whose home is `<root>/<name>/` (it may create it).
-    pub fn new(
-        name: impl Into<String>,
-        source: DriverSource,
-        probe: impl Fn(&Config) -> Result<()> + Send + Sync + 'static,
-        capabilities: impl Fn(&Config) -> Capabilities + Send + Sync + 'static,
-        build: impl Fn(PathBuf, &Config) -> Result<Arc<dyn Driver>> + Send + Sync + 'static,
-    ) -> DriverFactory {
-        DriverFactory {
-            name: name.into(),
-            source,
-            probe: Arc::new(probe),
-            capabilities: Arc::new(capabilities),
-            build: Arc::new(build),
-        }
-    }
-
-    /// The driver's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Where it comes from.
-    pub fn source(&self) -> DriverSource {
-        self.source
-    }
-
-    /// Whether it works on this host.
-    pub fn probe(&self, config: &Config) -> Result<()> {
-        (self.probe)(config)
-    }
-
-    /// Its capabilities under `config`.
-    pub fn capabilities(&self, config: &Config) -> Capabilities {
-        (self.capabilities)(config)
-    }
-
-    /// Builds an instance over `home`.
-    pub fn build(&self, home: PathBuf, config: &Config) -> Result<Arc<dyn Driver>> {
-        (self.build)(home, config)
-    }
-}
-
-impl fmt::Debug for DriverFactory {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DriverFactory")
-            .field("name", &self.name)
-            .field("source", &self.source)
-            .finish_non_exhaustive()
-    }
-}
 
 /// One line of `strata drivers`; its JSON shape is a contract.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -143,17 +46,6 @@ impl Registry {
         Registry::default()
     }
 
-    /// The drivers built into this strata.
-    pub fn builtin() -> Registry {
-        let mut registry = Registry::empty();
-        for factory in crate::builtin::factories() {
-            registry
-                .register(factory)
-                .expect("built-in driver names are distinct");
-        }
-        registry
-    }
-
     /// Adds a driver. A name already registered is `AlreadyExists`.
     pub fn register(&mut self, factory: DriverFactory) -> Result<()> {
         if self.get(factory.name()).is_some() {
@@ -176,46 +68,25 @@ impl Registry {
         self.factories.iter().map(|f| f.name()).collect()
     }
 
-    /// Loads the config's `[[plugins]]` and registers their drivers. A library named twice is
-    /// loaded once. With `strict`, the first plugin that cannot be loaded (or whose name is
-    /// taken) is the error; without, it is kept as an unsupported entry of
-    /// [`infos`](Registry::infos) with the reason.
-    pub fn add_plugins(&mut self, config: &Config, strict: bool) -> Result<()> {
-        for entry in crate::plugin::distinct(config) {
-            let mut taken: Vec<&str> = self.names();
-            taken.extend(PLANNED);
-            match crate::plugin::load_entry(entry, &taken) {
-                Ok(spec) => {
-                    let factory = crate::plugin::factory(spec, entry.options.clone());
-                    self.factories.push(factory);
-                }
-                Err(e) if strict => return Err(e),
-                Err(e) => self.failed.push(DriverInfo {
-                    name: plugin_label(&entry.path),
-                    source: DriverSource::Plugin,
-                    supported: false,
-                    reason: Some(e.to_string()),
-                    capabilities: None,
-                }),
-            }
-        }
-        Ok(())
+    /// Notes a configured plugin that could not be loaded, for [`infos`](Registry::infos).
+    pub(crate) fn note_failed(&mut self, info: DriverInfo) {
+        self.failed.push(info);
     }
 
     /// Every driver this strata knows of, for `strata drivers`: the registered ones (plugins
-    /// included) with their probe result and capabilities, then the planned ones, which this
-    /// build cannot run yet, and the configured plugins that failed to load.
+    /// included) with their probe result and capabilities (one probe each), then the planned
+    /// ones, which this build cannot run yet, and the configured plugins that failed to load.
     pub fn infos(&self, config: &Config) -> Vec<DriverInfo> {
         let mut out: Vec<DriverInfo> = self
             .factories
             .iter()
-            .map(|f| match f.probe(config) {
-                Ok(()) => DriverInfo {
+            .map(|f| match f.assess(config) {
+                Ok(caps) => DriverInfo {
                     name: f.name().to_string(),
                     source: f.source(),
                     supported: true,
                     reason: None,
-                    capabilities: Some(f.capabilities(config)),
+                    capabilities: Some(caps),
                 },
                 Err(e) => DriverInfo {
                     name: f.name().to_string(),
@@ -240,16 +111,6 @@ impl Registry {
         out.extend(self.failed.iter().cloned());
         out
     }
-}
-
-/// A plugin's label before it is loaded (its real name comes from its descriptor): the file
-/// name without `lib` and the extension.
-fn plugin_label(path: &Path) -> String {
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string());
-    stem.strip_prefix("lib").map(str::to_string).unwrap_or(stem)
 }
 
 #[cfg(test)]

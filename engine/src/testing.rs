@@ -244,3 +244,43 @@ pub(crate) fn read(path: &Path) -> Vec<u8> {
     fs::File::open(path).unwrap().read_to_end(&mut v).unwrap();
     v
 }
+
+/// How long [`wait_until`] waits before it calls a test hung: far beyond any healthy wait, so
+/// that no verdict depends on the machine's speed.
+pub(crate) const PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Waits until `cond` holds, checking it every millisecond; panics naming `what` when
+/// [`PATIENCE`] runs out. The condition is what the test waits for, never a guess at how long
+/// something takes.
+pub(crate) async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up after {PATIENCE:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
+/// How many requests are blocked waiting for a lock on the file at `path`: /proc/locks lists
+/// each as `N: -> FLOCK ...` with the file's `major:minor:inode`.
+pub(crate) fn lock_waiters(path: &Path) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let md = fs::metadata(path).unwrap();
+    let dev = md.dev();
+    let file = format!(
+        "{:02x}:{:02x}:{}",
+        rustix::fs::major(dev),
+        rustix::fs::minor(dev),
+        md.ino()
+    );
+    fs::read_to_string("/proc/locks")
+        .unwrap()
+        .lines()
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(1) == Some(&"->") && fields.contains(&file.as_str())
+        })
+        .count()
+}

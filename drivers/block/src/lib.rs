@@ -54,7 +54,7 @@ mod mountinfo;
 mod ops;
 
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 pub use config::{Config, DEFAULT_SIZE, Fs};
@@ -84,11 +84,16 @@ pub fn probe() -> Result<()> {
     probe_mkfs(Fs::Ext4)
 }
 
-/// [`probe`] for a config: also checks that `mkfs.<fs>` is there and the size is usable.
-pub fn probe_config(config: &Config) -> Result<()> {
+/// Whether [`BlockDriver::new`] would start with `config` on this host, and the capabilities
+/// it would have ([`capabilities`]: the same everywhere), found by reading only: [`probe`],
+/// and `mkfs.<fs>` on the `PATH` and a usable size. `home` is where the driver would live;
+/// the block driver needs nothing of it (whether clones are reflinks is learnt at start).
+pub fn probe_config(home: &Path, config: &Config) -> Result<Capabilities> {
+    let _ = home;
     probe()?;
     probe_mkfs(config.fs)?;
-    check_size(config)
+    check_size(config)?;
+    Ok(capabilities())
 }
 
 fn check_size(config: &Config) -> Result<()> {
@@ -173,7 +178,7 @@ impl BlockDriver {
     /// A size below the filesystem's minimum (16 MiB for ext4, 300 MiB for xfs) is
     /// `InvalidInput`; a missing `mkfs.<fs>`, no root or no loop devices is `NotSupported`.
     pub fn new(home: PathBuf, config: Config) -> Result<BlockDriver> {
-        probe_config(&config)?;
+        probe_config(&home, &config)?;
         std::fs::create_dir_all(&home).map_err(|e| Error::os("mkdir", &home, e))?;
         rustix::fs::chmod(&home, Mode::from_raw_mode(0o700))
             .map_err(|e| Error::os("chmod", &home, e))?;
@@ -188,6 +193,7 @@ impl BlockDriver {
         .map_err(|e| Error::os("open", &lock_path, e))?;
         let sole = rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_ok();
         let reflink = image::probe_reflink(layout.home(), &layout.unique());
+        tracing::debug!(home = %layout.home().display(), reflink, fs = %config.fs.as_str(), "block driver started");
         let inner = Inner {
             layout,
             slots: ops::Slots::default(),

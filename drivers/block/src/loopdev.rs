@@ -248,6 +248,14 @@ pub fn attach(image: &Path, read_only: bool, tag: &str) -> Result<LoopDevice> {
         };
         match result {
             Ok(()) => {
+                tracing::debug!(
+                    device = n,
+                    image = %image.display(),
+                    read_only,
+                    direct_io = flags & LO_FLAGS_DIRECT_IO != 0,
+                    legacy,
+                    "loop device attached"
+                );
                 return Ok(LoopDevice {
                     number: n,
                     _fd: dev,

@@ -135,6 +135,7 @@ impl Inner {
                 })?;
             }
         }
+        tracing::debug!(layer = %id, clone = %method.as_str(), "image cloned");
         Ok(method)
     }
 

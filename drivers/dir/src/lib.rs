@@ -70,7 +70,7 @@ mod sys;
 mod union;
 mod view;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use config::{Config, MountMode};
@@ -82,6 +82,69 @@ pub const NAME: &str = "dir";
 /// Whether the driver can work on this host. The dir driver needs nothing special: always Ok.
 pub fn probe() -> Result<()> {
     Ok(())
+}
+
+/// Whether [`DirDriver::new`] would start with `config` on this host, and the capabilities
+/// it would have, found by reading only (nothing is created, nothing mounted): the mount mode
+/// `config` resolves to here (for `fuse` and `auto`: whether `/dev/fuse` opens and the helper
+/// is found), as `new` resolves it. `home` is where the driver would live; the dir driver
+/// needs nothing of it.
+pub fn probe_config(home: &Path, config: &Config) -> Result<Capabilities> {
+    let _ = home;
+    Ok(caps(resolve(config)?.mode))
+}
+
+/// A config's mount mode as it resolves on this host.
+struct Resolved {
+    /// `Fuse` or `Copy`.
+    mode: MountMode,
+    /// The FUSE helper, in fuse mode.
+    helper: Option<PathBuf>,
+    /// Why `auto` did not pick fuse.
+    fallback: Option<String>,
+}
+
+/// Resolves `config.mount`: `Fuse` is `NotSupported` where FUSE cannot be mounted (no usable
+/// `/dev/fuse`, or neither root nor `fusermount3`) or the helper is not found; `Auto` is fuse
+/// where it can be, else copy.
+fn resolve(config: &Config) -> Result<Resolved> {
+    let fuse_helper = || -> Result<PathBuf> {
+        fuse::usable().map_err(|why| {
+            Error::new(
+                ErrorKind::NotSupported,
+                format!("dir driver: FUSE is not usable here: {why}"),
+            )
+        })?;
+        fuse::find_helper(config.fuse_helper.as_deref())
+    };
+    let (mode, helper, fallback) = match config.mount {
+        MountMode::Fuse => (MountMode::Fuse, Some(fuse_helper()?), None),
+        MountMode::Copy => (MountMode::Copy, None, None),
+        MountMode::Auto => match fuse_helper() {
+            Ok(h) => (MountMode::Fuse, Some(h), None),
+            Err(e) => (MountMode::Copy, None, Some(e.message().to_string())),
+        },
+    };
+    Ok(Resolved {
+        mode,
+        helper,
+        fallback,
+    })
+}
+
+/// The driver's capabilities in mount mode `mode` (see [`DirDriver::caps`]).
+fn caps(mode: MountMode) -> Capabilities {
+    let fuse = mode == MountMode::Fuse;
+    Capabilities {
+        native_diff: true,
+        needs_root: false,
+        rootless: true,
+        max_depth: None,
+        quota: false,
+        mount_spec: false,
+        rename_dir: !fuse,
+        read_only_images: fuse,
+    }
 }
 
 /// The dir driver. Cheap to share: the engine holds it as `Arc<dyn Driver>`.
@@ -111,23 +174,18 @@ impl DirDriver {
     /// `/dev/fuse`, or neither root nor `fusermount3`) or the helper program is not found;
     /// `Auto` resolves to `Fuse` where it can be, else to `Copy`.
     pub fn new(home: PathBuf, config: Config) -> Result<DirDriver> {
-        let fuse_helper = || -> Result<PathBuf> {
-            fuse::usable().map_err(|why| {
-                Error::new(
-                    ErrorKind::NotSupported,
-                    format!("dir driver: FUSE is not usable here: {why}"),
-                )
-            })?;
-            fuse::find_helper(config.fuse_helper.as_deref())
-        };
-        let (mode, helper, fallback) = match config.mount {
-            MountMode::Fuse => (MountMode::Fuse, Some(fuse_helper()?), None),
-            MountMode::Copy => (MountMode::Copy, None, None),
-            MountMode::Auto => match fuse_helper() {
-                Ok(h) => (MountMode::Fuse, Some(h), None),
-                Err(e) => (MountMode::Copy, None, Some(e.message().to_string())),
-            },
-        };
+        let Resolved {
+            mode,
+            helper,
+            fallback,
+        } = resolve(&config)?;
+        tracing::debug!(
+            home = %home.display(),
+            mode = %mode.as_str(),
+            helper = ?helper,
+            fallback = ?fallback,
+            "dir driver mount mode"
+        );
         let layout = layout::Layout::open(home)?;
         let lock = layout.attach()?;
         Ok(DirDriver {
@@ -158,16 +216,33 @@ impl DirDriver {
     /// read-only, and cannot rename a directory that is not wholly the layer's own (EXDEV);
     /// a copied view can do the latter and not the former.
     pub fn caps(&self) -> Capabilities {
-        let fuse = self.inner.mode == MountMode::Fuse;
-        Capabilities {
-            native_diff: true,
-            needs_root: false,
-            rootless: true,
-            max_depth: None,
-            quota: false,
-            mount_spec: false,
-            rename_dir: !fuse,
-            read_only_images: fuse,
-        }
+        caps(self.inner.mode)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_config_says_what_new_would() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("dir");
+        let copy = Config {
+            mount: MountMode::Copy,
+            ..Config::default()
+        };
+        let caps = probe_config(&home, &copy).unwrap();
+        assert_eq!(caps, DirDriver::new(home.clone(), copy).unwrap().caps());
+        assert!(caps.rename_dir && !caps.read_only_images);
+
+        let fuse = Config {
+            mount: MountMode::Fuse,
+            fuse_helper: Some(tmp.path().join("no-such-helper")),
+        };
+        let err = probe_config(&home, &fuse).unwrap_err();
+        let made = DirDriver::new(tmp.path().join("other"), fuse).unwrap_err();
+        assert_eq!(err.kind(), made.kind());
+        assert!(!tmp.path().join("other").exists());
     }
 }

@@ -401,6 +401,7 @@ fn mount_fuse(layout: &Layout, id: &LayerId, writable: bool, helper: &Path) -> R
         serve: false,
     };
     let started = launch::start(helper, &args, &layout.fuse_log(id)).and_then(|pid| {
+        tracing::debug!(layer = %id, pid, branches = args.branches.len(), writable, "FUSE view served");
         let st = State {
             writable,
             fuse: Some(pid),
@@ -439,6 +440,7 @@ fn mount(layout: &Layout, id: &LayerId, writable: bool) -> Result<()> {
     };
     let mnt = layout.mnt(id);
     layout::rename(&staging, &mnt)?;
+    tracing::debug!(layer = %id, branches = branches.len(), writable, "view materialised (copy mode)");
     let recorded = (|| {
         let recs: Vec<(PathBuf, Rec)> = view::scan(&mnt)?
             .into_iter()

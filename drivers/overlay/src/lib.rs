@@ -62,11 +62,11 @@ mod opts;
 mod sys;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 pub use config::{Config, MountApi};
-use strata_driver_api::{Capabilities, Error, ErrorKind, LayerId, Result};
+use strata_driver_api::{Capabilities, Error, LayerId, Result};
 
 /// The driver's name, in configs and as its home directory's name.
 pub const NAME: &str = "overlay";
@@ -75,6 +75,24 @@ pub const NAME: &str = "overlay";
 /// overlayfs in the kernel.
 pub fn probe() -> Result<()> {
     check::host()
+}
+
+/// Whether [`OverlayDriver::new`] would start with `config` in `home` on this host, and the
+/// capabilities it would have, found by reading only: nothing is created, nothing mounted,
+/// and `home` need not exist (its nearest existing ancestor stands for its file system).
+///
+/// Checks the host ([`probe`]), the config's mount options, the backing file system
+/// (overlayfs cannot be an upper layer; `d_type`) and the mount API. Native diff needs a test
+/// mount, which only a real start makes: here it is the best estimate (false when the options
+/// turn on `redirect_dir` or `metacopy`; else this process's test result if it has one for
+/// the same setup; else true, as on every kernel since 4.8 with the driver's defaults).
+pub fn probe_config(home: &Path, config: &Config) -> Result<Capabilities> {
+    let plan = check::plan(home, config)?;
+    Ok(caps(
+        plan.native_diff_estimate(),
+        plan.user_xattr,
+        plan.max_depth,
+    ))
 }
 
 /// The overlay driver. Cheap to share: the engine holds it as `Arc<dyn Driver>`.
@@ -104,83 +122,36 @@ struct Inner {
 impl OverlayDriver {
     /// Opens the driver in `home` (`<root>/overlay`), creating it if needed.
     ///
-    /// Checks the host ([`probe`]), the backing file system (not overlayfs; `d_type` support,
-    /// else `NotSupported` naming the fix), the config's mount options (`Config` error for one
-    /// the driver sets itself), which mount API the kernel has, and whether native diff is safe
-    /// (one test mount per process). When no other instance has the home open, it clears what
-    /// crashed operations left.
+    /// Checks what [`probe_config`] checks (the host, the config's mount options: `Config`
+    /// error for one the driver sets itself; the backing file system: not overlayfs, `d_type`
+    /// support, else `NotSupported` naming the fix; the mount API), then, once attached to the
+    /// home, whether native diff is safe (one test mount per process, in `<home>/.probe-<pid>`).
+    /// When no other instance has the home open, it first clears what crashed operations left,
+    /// test mounts of killed processes included.
     pub fn new(home: PathBuf, config: Config) -> Result<OverlayDriver> {
-        probe()?;
-        let user = opts::Options::parse(&config.mount_options).map_err(|e| {
-            Error::new(
-                ErrorKind::Config,
-                format!("drivers.overlay.mount_options: {e:#}"),
-            )
-        })?;
+        let plan = check::plan(&home, &config)?;
         let layout = layout::Layout::open(home)?;
         let home = layout.home().to_path_buf();
-        let magic = sys::fs_magic(&home)?;
-        if magic == sys::OVERLAYFS_MAGIC {
-            return Err(Error::new(
-                ErrorKind::NotSupported,
-                format!(
-                    "overlay driver: {} is on overlayfs, which cannot be an upper layer; put the root elsewhere",
-                    home.display()
-                ),
-            ));
-        }
-        if !sys::supports_d_type(&home)? {
-            return Err(Error::new(
-                ErrorKind::NotSupported,
-                format!(
-                    "overlay driver: the file system of {} ({}) does not report d_type, which overlayfs needs; \
-                     reformat xfs with -n ftype=1 or ext4 with -O filetype",
-                    home.display(),
-                    sys::fs_name(magic)
-                ),
-            ));
-        }
-        let plus = match sys::has_lowerdir_plus(&layout.empty()) {
-            Ok(p) => p,
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOSYS.raw_os_error()) => false,
-            Err(e) => return Err(e),
-        };
-        let api = match (config.mount_api, plus) {
-            (MountApi::Fsconfig, false) => {
-                return Err(Error::new(
-                    ErrorKind::NotSupported,
-                    "overlay driver: mount_api \"fsconfig\" needs a kernel that takes lowerdir+ (6.8+)",
-                ));
-            }
-            (MountApi::Mount2, _) | (MountApi::Auto, false) => MountApi::Mount2,
-            _ => MountApi::Fsconfig,
-        };
-        let user_xattr = check::in_user_namespace();
-        let mut defaults = Vec::new();
-        if user_xattr {
-            defaults.push("userxattr".to_string());
-        }
-        for key in ["redirect_dir", "metacopy"] {
-            if check::module_default_on(key) && user.get(key).is_none() {
-                defaults.push(format!("{key}=off"));
-            }
-        }
-        let opts = opts::Options::parse(&defaults)?.merged(&user);
-        let max_depth = match api {
-            MountApi::Mount2 => opts::mount2_max_depth(&opts.param_string()),
-            _ => opts::OVL_MAX_STACK as u32,
-        };
+        // Again on the home itself, which now holds the layout's entries to tell d_type by.
+        let magic = check::backing(&home, &home)?;
         let lock = attach(&layout)?;
-        let prefix = if user_xattr { "user" } else { "trusted" };
-        let native_diff = check::native_diff_ok(&home, api, &opts, prefix)?;
+        let native_diff = check::native_diff_ok(&home, plan.api, &plan.opts, plan.xattr_prefix())?;
+        tracing::debug!(
+            home = %home.display(),
+            api = %plan.api.as_str(),
+            options = %plan.opts.param_string(),
+            native_diff,
+            max_depth = plan.max_depth,
+            "overlay driver started"
+        );
         Ok(OverlayDriver {
             inner: Arc::new(Inner {
                 layout,
-                api,
-                opts,
-                max_depth,
+                api: plan.api,
+                opts: plan.opts,
+                max_depth: plan.max_depth,
                 native_diff,
-                user_xattr,
+                user_xattr: plan.user_xattr,
                 backing: sys::fs_name(magic),
                 counts: Mutex::new(HashMap::new()),
                 _lock: lock,
@@ -200,16 +171,24 @@ impl OverlayDriver {
 
     /// The driver's capabilities on this host.
     pub fn caps(&self) -> Capabilities {
-        Capabilities {
-            native_diff: self.inner.native_diff,
-            needs_root: true,
-            rootless: self.inner.user_xattr,
-            max_depth: Some(self.inner.max_depth),
-            quota: false,
-            mount_spec: false,
-            rename_dir: false,
-            read_only_images: true,
-        }
+        caps(
+            self.inner.native_diff,
+            self.inner.user_xattr,
+            self.inner.max_depth,
+        )
+    }
+}
+
+fn caps(native_diff: bool, user_xattr: bool, max_depth: u32) -> Capabilities {
+    Capabilities {
+        native_diff,
+        needs_root: true,
+        rootless: user_xattr,
+        max_depth: Some(max_depth),
+        quota: false,
+        mount_spec: false,
+        rename_dir: false,
+        read_only_images: true,
     }
 }
 

@@ -99,6 +99,15 @@ impl Inner {
     fn mount(&self, id: &LayerId, read_only: bool, opts: &Options) -> Result<()> {
         let (abs, rel) = self.stack(id, read_only)?;
         let target = self.layout.merged(id);
+        tracing::debug!(
+            layer = %id,
+            api = %self.api.as_str(),
+            lowers = abs.lowers.len(),
+            upper = abs.upper.is_some(),
+            read_only,
+            options = %opts.param_string(),
+            "mounting overlay"
+        );
         match self.api {
             MountApi::Mount2 => mount2::mount(self.layout.home(), &rel, opts, read_only, &target),
             _ => sys::mount_fsconfig(&abs, opts, read_only, &target),

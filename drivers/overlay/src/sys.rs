@@ -234,36 +234,45 @@ pub(crate) fn read_small(path: &Path) -> Result<String> {
     Ok(s)
 }
 
-/// Whether the file system under `dir` reports file types in `readdir` (`d_type`): overlayfs
-/// needs it to see whiteouts.
-pub(crate) fn supports_d_type(dir: &Path) -> Result<bool> {
-    let probe = dir.join(".d_type-probe");
-    std::fs::write(&probe, b"").map_err(|e| Error::os("create", &probe, e))?;
-    let result = (|| {
-        let fd = rustix::fs::open(
-            dir,
-            rustix::fs::OFlags::RDONLY
-                | rustix::fs::OFlags::DIRECTORY
-                | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .map_err(|e| os("open", dir, e))?;
-        let mut d = rustix::fs::Dir::read_from(&fd).map_err(|e| os("opendir", dir, e))?;
-        while let Some(entry) = d.read() {
-            let entry = entry.map_err(|e| os("readdir", dir, e))?;
-            if entry.file_name().to_bytes() == b".d_type-probe" {
-                return Ok(entry.file_type() != rustix::fs::FileType::Unknown);
-            }
+/// Whether the file system under `dir` reports file types in `readdir` (`d_type`), which
+/// overlayfs needs to see whiteouts, told by reading `dir` only (nothing is created): any
+/// entry other than `.` and `..` with a known type says yes; entries all of unknown type say
+/// no; a directory with no other entry cannot tell (`None`).
+pub(crate) fn supports_d_type(dir: &Path) -> Result<Option<bool>> {
+    let fd = rustix::fs::open(
+        dir,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| os("open", dir, e))?;
+    let mut d = rustix::fs::Dir::read_from(&fd).map_err(|e| os("opendir", dir, e))?;
+    let mut answer = None;
+    while let Some(entry) = d.read() {
+        let entry = entry.map_err(|e| os("readdir", dir, e))?;
+        if matches!(entry.file_name().to_bytes(), b"." | b"..") {
+            continue;
         }
-        Ok(false)
-    })();
-    std::fs::remove_file(&probe).map_err(|e| Error::os("unlink", &probe, e))?;
-    result
+        if entry.file_type() != rustix::fs::FileType::Unknown {
+            return Ok(Some(true));
+        }
+        answer = Some(false);
+    }
+    Ok(answer)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn d_type_is_read_from_what_is_there() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(supports_d_type(tmp.path()).unwrap(), None);
+        std::fs::create_dir(tmp.path().join("l")).unwrap();
+        // tmpfs, ext4, xfs (ftype=1), btrfs: all report types.
+        assert_eq!(supports_d_type(tmp.path()).unwrap(), Some(true));
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+    }
 
     #[test]
     fn mountinfo_escapes() {
