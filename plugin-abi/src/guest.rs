@@ -255,10 +255,10 @@ unsafe extern "C" fn init<P: Plugin>(
                 size_of::<InitArgs>()
             )));
         }
-        if P::FORWARD_LOGS
-            && let Some(log) = args.log
-        {
-            super::log::install(log, args.max_level);
+        if P::FORWARD_LOGS {
+            if let Some(log) = args.log {
+                super::log::install(log, args.max_level);
+            }
         }
         // SAFETY: as above, valid for the call.
         let home = unsafe { args.home.as_slice() }.ok_or_else(|| invalid("no home"))?;

@@ -277,10 +277,10 @@ pub(super) async fn apply_diff_pipe(
     // The input failing is the cause, whatever the plugin made of it (a truncated tar); and a
     // plugin that succeeded on a failed input may have applied a truncated tar that happened
     // to end on an entry boundary.
-    if let Some(Err(e)) = copied
-        && e.kind() != io::ErrorKind::BrokenPipe
-    {
-        return Err(Error::io("read the layer to apply", e));
+    if let Some(Err(e)) = copied {
+        if e.kind() != io::ErrorKind::BrokenPipe {
+            return Err(Error::io("read the layer to apply", e));
+        }
     }
     joined(outcome, "apply_diff")
 }
