@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 pub mod modes;
-pub mod tarb;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -15,6 +14,19 @@ use strata_driver_dir::{Config, DirDriver, MountMode};
 
 pub fn id(s: &str) -> LayerId {
     LayerId::new(s).unwrap()
+}
+
+/// Creates `layer` on `parent` with default options: an image layer, or a container layer
+/// when `rw`.
+pub async fn create(drv: &DirDriver, layer: &str, parent: Option<&str>, rw: bool) {
+    let parent = parent.map(id);
+    let opts = CreateOpts::default();
+    if rw {
+        drv.create_rw(&id(layer), parent.as_ref(), &opts).await
+    } else {
+        drv.create(&id(layer), parent.as_ref(), &opts).await
+    }
+    .unwrap();
 }
 
 pub struct Fixture {
@@ -47,19 +59,11 @@ impl Fixture {
     }
 
     pub async fn image(&self, layer: &str, parent: Option<&str>) {
-        let parent = parent.map(id);
-        self.drv
-            .create(&id(layer), parent.as_ref(), &CreateOpts::default())
-            .await
-            .unwrap();
+        create(&self.drv, layer, parent, false).await;
     }
 
     pub async fn container(&self, layer: &str, parent: Option<&str>) {
-        let parent = parent.map(id);
-        self.drv
-            .create_rw(&id(layer), parent.as_ref(), &CreateOpts::default())
-            .await
-            .unwrap();
+        create(&self.drv, layer, parent, true).await;
     }
 
     pub async fn get(&self, layer: &str) -> PathBuf {
@@ -195,9 +199,8 @@ pub fn names(root: &Path) -> Vec<String> {
     out
 }
 
-pub fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
+#[allow(unused_imports)] // not every test binary asks
+pub use strata_conformance::skip::is_root;
 
 /// These tests are of the copy mode (the fuse mode's are in union*.rs and the conformance
 /// suite); `auto` would pick fuse where it works.
