@@ -6,7 +6,6 @@ mod common;
 use std::fs;
 use std::io::ErrorKind as Io;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 use common::modes::U;
 use common::*;
@@ -18,15 +17,6 @@ per_mode!(
     rename_copies_up_and_whites_out_the_old_name,
     an_open_file_survives_its_unlink,
 );
-
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
 
 fn errno(r: std::io::Result<()>) -> Option<i32> {
     r.err().and_then(|e| e.raw_os_error())

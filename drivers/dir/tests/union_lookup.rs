@@ -23,15 +23,6 @@ per_mode!(
     a_deep_chain_resolves_through_every_branch,
 );
 
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
 fn not_found(p: &Path) {
     match fs::symlink_metadata(p) {
         Err(e) => assert_eq!(e.kind(), Io::NotFound, "{p:?}: {e}"),

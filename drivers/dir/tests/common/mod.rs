@@ -29,6 +29,30 @@ pub async fn create(drv: &DirDriver, layer: &str, parent: Option<&str>, rw: bool
     .unwrap();
 }
 
+/// The layer's view as `d`, a fresh driver instance, materialises it (read-only, released
+/// again).
+pub async fn fresh_view(d: &DirDriver, layer: &str) -> BTreeMap<String, String> {
+    let ro = MountOpts {
+        read_only: true,
+        ..MountOpts::default()
+    };
+    let path = d.get(&id(layer), &ro).await.unwrap();
+    let tree = describe(&path);
+    d.put(&id(layer)).await.unwrap();
+    assert!(!d.is_mounted(&id(layer)).await.unwrap());
+    tree
+}
+
+/// The names in `dir`, sorted.
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
 pub struct Fixture {
     pub tmp: tempfile::TempDir,
     pub drv: DirDriver,
@@ -87,16 +111,7 @@ impl Fixture {
 
     /// The layer's view as a fresh driver instance materialises it (read-only, released again).
     pub async fn fresh_view(&self, layer: &str) -> BTreeMap<String, String> {
-        let d = self.reopen();
-        let ro = MountOpts {
-            read_only: true,
-            ..MountOpts::default()
-        };
-        let path = d.get(&id(layer), &ro).await.unwrap();
-        let tree = describe(&path);
-        d.put(&id(layer)).await.unwrap();
-        assert!(!d.is_mounted(&id(layer)).await.unwrap());
-        tree
+        fresh_view(&self.reopen(), layer).await
     }
 }
 

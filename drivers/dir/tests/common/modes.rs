@@ -10,7 +10,7 @@ use strata_conformance::tarfile::stream;
 use strata_driver_api::{Driver, ErrorKind, MountOpts};
 use strata_driver_dir::{Config, DirDriver, MountMode};
 
-use super::{describe, id};
+use super::id;
 
 /// The fuse mode's config, with the helper built with these tests.
 #[allow(clippy::needless_update)] // the fuse mode may add fields; they keep their defaults
@@ -340,16 +340,7 @@ impl U {
 
     /// The layer's view as a fresh instance shows it (read-only, released again).
     pub async fn fresh_view(&self, layer: &str) -> BTreeMap<String, String> {
-        let d = self.reopen();
-        let ro = MountOpts {
-            read_only: true,
-            ..MountOpts::default()
-        };
-        let path = d.get(&id(layer), &ro).await.unwrap();
-        let tree = describe(&path);
-        d.put(&id(layer)).await.unwrap();
-        assert!(!d.is_mounted(&id(layer)).await.unwrap());
-        tree
+        super::fresh_view(&self.reopen(), layer).await
     }
 }
 
