@@ -7,6 +7,7 @@ use std::os::unix::fs::MetadataExt;
 
 use common::*;
 use strata_archive::WhiteoutMode;
+use strata_conformance::tarfile::{Entry, Tar, make_tar};
 
 const REMOVE: WhiteoutMode = WhiteoutMode::Remove;
 
@@ -22,13 +23,13 @@ fn case01_03_dotdot_names_are_rejected() {
     ] {
         for mode in MODES {
             let env = Env::new();
-            env.reject(&tar_of([E::file(name, "evil")]), mode);
+            env.reject(&make_tar(&[Entry::file(name, "evil")]), mode);
             assert!(env.tree().is_empty(), "{name}: {:?}", env.tree());
         }
     }
     // The same for a hardlink target and for a directory entry.
     let env = Env::new();
-    env.reject(&tar_of([E::dir("../d")]), REMOVE);
+    env.reject(&make_tar(&[Entry::dir("../d")]), REMOVE);
     assert!(env.tree().is_empty());
 }
 
@@ -37,7 +38,10 @@ fn case01_03_dotdot_names_are_rejected() {
 fn case02_absolute_names_land_under_root() {
     let env = Env::new();
     env.apply(
-        &tar_of([E::file("/etc/x", "in root"), E::file("//a/./b", "b")]),
+        &make_tar(&[
+            Entry::file("/etc/x", "in root"),
+            Entry::file("//a/./b", "b"),
+        ]),
         REMOVE,
     )
     .unwrap();
@@ -53,21 +57,21 @@ fn case04_root_is_never_replaced() {
     let target = env.outside_bytes();
     for name in [&b"."[..], b"/", b"", b"./", b"a/.."] {
         for e in [
-            E::symlink(name, &target),
-            E::file(name, "x"),
-            E::hardlink(name, "f"),
-            E::fifo(name),
+            Entry::symlink(name, &target),
+            Entry::file(name, "x"),
+            Entry::hardlink(name, "f"),
+            Entry::fifo(name),
         ] {
             let mut t = Tar::new();
-            t.push(E::file("f", "f"));
-            t.push(e);
+            t.push(&Entry::file("f", "f"));
+            t.push(&e);
             env.reject(&t.finish(), REMOVE);
             assert!(env.root.is_dir(), "root replaced");
             assert!(!env.root.is_symlink());
         }
     }
     // Later layers still land in the root.
-    env.apply(&tar_of([E::file("later", "ok")]), REMOVE)
+    env.apply(&make_tar(&[Entry::file("later", "ok")]), REMOVE)
         .unwrap();
     assert_eq!(std::fs::read(env.path("later")).unwrap(), b"ok");
     env.check_outside();
@@ -78,9 +82,9 @@ fn case04_root_is_never_replaced() {
 fn root_dir_entry_updates_attributes() {
     let env = Env::new();
     env.apply(
-        &tar_of([
-            E::dir("./").mode(0o750).mtime(1_000_000),
-            E::dir("/").mode(0o711),
+        &make_tar(&[
+            Entry::dir("./").mode(0o750).mtime(1_000_000),
+            Entry::dir("/").mode(0o711),
         ]),
         REMOVE,
     )
@@ -97,11 +101,11 @@ fn case05_odd_but_legitimate_names() {
     for mode in MODES {
         let env = Env::new();
         env.apply(
-            &tar_of([
-                E::file("..data", "1"),
-                E::file("...", "2"),
-                E::file(".whfoo", "3"),
-                E::file("a..b", "4"),
+            &make_tar(&[
+                Entry::file("..data", "1"),
+                Entry::file("...", "2"),
+                Entry::file(".whfoo", "3"),
+                Entry::file("a..b", "4"),
             ]),
             mode,
         )
@@ -133,14 +137,18 @@ fn case05_odd_but_legitimate_names() {
 fn case06_long_paths_are_rejected() {
     let env = Env::new();
     let long_comp = "c".repeat(256);
-    env.reject(&tar_of([E::file(format!("a/{long_comp}"), "x")]), REMOVE);
+    env.reject(
+        &make_tar(&[Entry::file(format!("a/{long_comp}"), "x")]),
+        REMOVE,
+    );
     let long_path = "abcdefghij/".repeat(410) + "f";
-    env.reject(&tar_of([E::file(long_path, "x")]), REMOVE);
+    env.reject(&make_tar(&[Entry::file(long_path, "x")]), REMOVE);
     let long_link = "t".repeat(5000);
-    env.reject(&tar_of([E::symlink("l", long_link)]), REMOVE);
+    env.reject(&make_tar(&[Entry::symlink("l", long_link)]), REMOVE);
     // 255 is fine.
     let ok = "c".repeat(255);
-    env.apply(&tar_of([E::file(&ok, "x")]), REMOVE).unwrap();
+    env.apply(&make_tar(&[Entry::file(&ok, "x")]), REMOVE)
+        .unwrap();
     assert!(env.path(&ok).is_file());
     env.check_outside();
 }
@@ -152,11 +160,11 @@ fn case07_absolute_symlink_parent_resolves_in_root() {
     let mut e = env.outside_bytes();
     e.extend_from_slice(b"/d");
     env.apply(
-        &tar_of([
-            E::symlink("e", "/etc"),
-            E::file("e/cron.d/x", "cron"),
-            E::symlink("o", &e),
-            E::file("o/keep", "not the host's"),
+        &make_tar(&[
+            Entry::symlink("e", "/etc"),
+            Entry::file("e/cron.d/x", "cron"),
+            Entry::symlink("o", &e),
+            Entry::file("o/keep", "not the host's"),
         ]),
         REMOVE,
     )
@@ -175,7 +183,10 @@ fn case07_absolute_symlink_parent_resolves_in_root() {
 fn case08_relative_symlink_clamps_at_root() {
     let env = Env::new();
     env.apply(
-        &tar_of([E::symlink("e", "../../../../.."), E::file("e/x", "x")]),
+        &make_tar(&[
+            Entry::symlink("e", "../../../../.."),
+            Entry::file("e/x", "x"),
+        ]),
         REMOVE,
     )
     .unwrap();
@@ -188,7 +199,10 @@ fn case08_relative_symlink_clamps_at_root() {
 fn case09_symlink_to_parent_creates_nothing_outside() {
     let env = Env::new();
     env.apply(
-        &tar_of([E::symlink("s", ".."), E::file("s/exploit/foo/bar", "x")]),
+        &make_tar(&[
+            Entry::symlink("s", ".."),
+            Entry::file("s/exploit/foo/bar", "x"),
+        ]),
         REMOVE,
     )
     .unwrap();
@@ -202,10 +216,10 @@ fn case09_symlink_to_parent_creates_nothing_outside() {
 fn case10_symlink_chain_resolves_in_root() {
     let env = Env::new();
     env.apply(
-        &tar_of([
-            E::symlink("a", "/b"),
-            E::symlink("b", "../../etc"),
-            E::file("a/x", "x"),
+        &make_tar(&[
+            Entry::symlink("a", "/b"),
+            Entry::symlink("b", "../../etc"),
+            Entry::file("a/x", "x"),
         ]),
         REMOVE,
     )
@@ -219,15 +233,15 @@ fn case10_symlink_chain_resolves_in_root() {
 fn case11_symlink_loop_is_rejected() {
     let env = Env::new();
     env.reject(
-        &tar_of([
-            E::symlink("a", "b"),
-            E::symlink("b", "a"),
-            E::file("a/x", "x"),
+        &make_tar(&[
+            Entry::symlink("a", "b"),
+            Entry::symlink("b", "a"),
+            Entry::file("a/x", "x"),
         ]),
         REMOVE,
     );
     env.reject(
-        &tar_of([E::symlink("self", "self"), E::dir("self/d")]),
+        &make_tar(&[Entry::symlink("self", "self"), Entry::dir("self/d")]),
         REMOVE,
     );
 }
@@ -238,14 +252,14 @@ fn case12_directory_swapped_for_symlink() {
     let env = Env::new();
     let outside = env.outside_bytes();
     env.apply(
-        &tar_of([
-            E::dir("foo/"),
-            E::dir("foo/d/"),
-            E::file("foo/d/a", "a"),
-            E::symlink("foo", &outside),
-            E::file("foo/d/x", "x"),
-            E::dir("foo/"),
-            E::file("foo/y", "y"),
+        &make_tar(&[
+            Entry::dir("foo/"),
+            Entry::dir("foo/d/"),
+            Entry::file("foo/d/a", "a"),
+            Entry::symlink("foo", &outside),
+            Entry::file("foo/d/x", "x"),
+            Entry::dir("foo/"),
+            Entry::file("foo/y", "y"),
         ]),
         REMOVE,
     )
@@ -265,7 +279,7 @@ fn case13_dir_over_symlink_replaces_it() {
     let mut d = env.outside_bytes();
     d.extend_from_slice(b"/d");
     env.apply(
-        &tar_of([E::symlink("x", &d), E::dir("x/").mode(0o777)]),
+        &make_tar(&[Entry::symlink("x", &d), Entry::dir("x/").mode(0o777)]),
         REMOVE,
     )
     .unwrap();
@@ -283,7 +297,10 @@ fn case14_file_over_symlink_replaces_it() {
     p.extend_from_slice(b"/passwd");
     for mode in MODES {
         env.apply(
-            &tar_of([E::symlink("f", &p), E::file("f", "mine").mode(0o600)]),
+            &make_tar(&[
+                Entry::symlink("f", &p),
+                Entry::file("f", "mine").mode(0o600),
+            ]),
             mode,
         )
         .unwrap();
@@ -291,8 +308,9 @@ fn case14_file_over_symlink_replaces_it() {
         assert!(m.is_file());
         assert_eq!(std::fs::read(env.path("f")).unwrap(), b"mine");
         // And with the symlink in an earlier layer.
-        env.apply(&tar_of([E::symlink("g", &p)]), mode).unwrap();
-        env.apply(&tar_of([E::file("g", "mine too")]), mode)
+        env.apply(&make_tar(&[Entry::symlink("g", &p)]), mode)
+            .unwrap();
+        env.apply(&make_tar(&[Entry::file("g", "mine too")]), mode)
             .unwrap();
         assert_eq!(std::fs::read(env.path("g")).unwrap(), b"mine too");
         env.check_outside();
@@ -305,8 +323,11 @@ fn case15_lower_symlink_replaced_by_directory() {
     let env = Env::new();
     std::fs::create_dir_all(env.path("usr/lib")).unwrap();
     std::os::unix::fs::symlink("usr/lib", env.path("lib")).unwrap();
-    env.apply(&tar_of([E::dir("lib/"), E::file("lib/a", "a")]), REMOVE)
-        .unwrap();
+    env.apply(
+        &make_tar(&[Entry::dir("lib/"), Entry::file("lib/a", "a")]),
+        REMOVE,
+    )
+    .unwrap();
     assert!(std::fs::symlink_metadata(env.path("lib")).unwrap().is_dir());
     assert!(env.path("lib/a").is_file());
     assert!(!env.path("usr/lib/a").exists());
@@ -318,10 +339,10 @@ fn case16_absolute_hardlink_target() {
     let env = Env::new();
     let mut p = env.outside_bytes();
     p.extend_from_slice(b"/passwd");
-    env.reject(&tar_of([E::hardlink("l", &p)]), REMOVE);
+    env.reject(&make_tar(&[Entry::hardlink("l", &p)]), REMOVE);
     std::fs::create_dir_all(env.path("etc")).unwrap();
     std::fs::write(env.path("etc/shadow"), b"root's").unwrap();
-    env.apply(&tar_of([E::hardlink("l", "/etc/shadow")]), REMOVE)
+    env.apply(&make_tar(&[Entry::hardlink("l", "/etc/shadow")]), REMOVE)
         .unwrap();
     let (a, b) = (
         std::fs::metadata(env.path("l")).unwrap(),
@@ -335,8 +356,14 @@ fn case16_absolute_hardlink_target() {
 #[test]
 fn case17_dotdot_hardlink_target_is_rejected() {
     let env = Env::new();
-    env.reject(&tar_of([E::hardlink("l", "../../etc/shadow")]), REMOVE);
-    env.reject(&tar_of([E::hardlink("l", "../outside/passwd")]), REMOVE);
+    env.reject(
+        &make_tar(&[Entry::hardlink("l", "../../etc/shadow")]),
+        REMOVE,
+    );
+    env.reject(
+        &make_tar(&[Entry::hardlink("l", "../outside/passwd")]),
+        REMOVE,
+    );
     assert!(env.tree().is_empty());
 }
 
@@ -347,7 +374,10 @@ fn case18_hardlink_target_through_symlink() {
     std::fs::create_dir_all(env.path("etc")).unwrap();
     std::fs::write(env.path("etc/passwd"), b"layer passwd").unwrap();
     env.apply(
-        &tar_of([E::symlink("d", "/etc"), E::hardlink("l", "d/passwd")]),
+        &make_tar(&[
+            Entry::symlink("d", "/etc"),
+            Entry::hardlink("l", "d/passwd"),
+        ]),
         REMOVE,
     )
     .unwrap();
@@ -367,26 +397,26 @@ fn case19_hardlink_to_symlink_then_chmod() {
     let mut p = env.outside_bytes();
     p.extend_from_slice(b"/passwd");
     env.apply(
-        &tar_of([E::symlink("s", &p), E::hardlink("h", "s")]),
+        &make_tar(&[Entry::symlink("s", &p), Entry::hardlink("h", "s")]),
         REMOVE,
     )
     .unwrap();
     let h = std::fs::symlink_metadata(env.path("h")).unwrap();
     assert!(h.file_type().is_symlink());
     env.apply(
-        &tar_of([
-            E::file("h", "x").mode(0o777),
-            E::dir("s").mode(0o777),
-            E::hardlink("h2", "s"),
+        &make_tar(&[
+            Entry::file("h", "x").mode(0o777),
+            Entry::dir("s").mode(0o777),
+            Entry::hardlink("h2", "s"),
         ]),
         REMOVE,
     )
     .unwrap_err();
     env.apply(
-        &tar_of([
-            E::symlink("s2", &p),
-            E::hardlink("h3", "s2"),
-            E::dir("h3").mode(0o777),
+        &make_tar(&[
+            Entry::symlink("s2", &p),
+            Entry::hardlink("h3", "s2"),
+            Entry::dir("h3").mode(0o777),
         ]),
         REMOVE,
     )
@@ -400,10 +430,10 @@ fn case19_hardlink_to_symlink_then_chmod() {
 fn case20_file_over_hardlink_is_new() {
     let env = Env::new();
     env.apply(
-        &tar_of([
-            E::file("t", "target"),
-            E::hardlink("l", "t"),
-            E::file("l", "new content"),
+        &make_tar(&[
+            Entry::file("t", "target"),
+            Entry::hardlink("l", "t"),
+            Entry::file("l", "new content"),
         ]),
         REMOVE,
     )
@@ -417,25 +447,28 @@ fn case20_file_over_hardlink_is_new() {
 #[test]
 fn case21_bad_hardlink_targets() {
     let env = Env::new();
-    env.reject(&tar_of([E::hardlink("l", "missing")]), REMOVE);
+    env.reject(&make_tar(&[Entry::hardlink("l", "missing")]), REMOVE);
     env.reject(
-        &tar_of([E::hardlink("l", "later"), E::file("later", "x")]),
+        &make_tar(&[Entry::hardlink("l", "later"), Entry::file("later", "x")]),
         REMOVE,
     );
-    env.reject(&tar_of([E::dir("d"), E::hardlink("l", "d")]), REMOVE);
-    env.reject(&tar_of([E::hardlink("self", "self")]), REMOVE);
-    env.reject(&tar_of([E::hardlink("self", "./self/")]), REMOVE);
-    env.reject(&tar_of([E::hardlink("l", "/")]), REMOVE);
     env.reject(
-        &tar_of([E::file("f", "x"), E::hardlink("l", "f/x")]),
+        &make_tar(&[Entry::dir("d"), Entry::hardlink("l", "d")]),
+        REMOVE,
+    );
+    env.reject(&make_tar(&[Entry::hardlink("self", "self")]), REMOVE);
+    env.reject(&make_tar(&[Entry::hardlink("self", "./self/")]), REMOVE);
+    env.reject(&make_tar(&[Entry::hardlink("l", "/")]), REMOVE);
+    env.reject(
+        &make_tar(&[Entry::file("f", "x"), Entry::hardlink("l", "f/x")]),
         REMOVE,
     );
     // Linking to an existing link of the same inode is fine (the same name reached twice).
     env.apply(
-        &tar_of([
-            E::file("a", "a"),
-            E::symlink("dot", "."),
-            E::hardlink("a", "dot/a"),
+        &make_tar(&[
+            Entry::file("a", "a"),
+            Entry::symlink("dot", "."),
+            Entry::hardlink("a", "dot/a"),
         ]),
         REMOVE,
     )

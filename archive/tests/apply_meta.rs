@@ -10,6 +10,8 @@ use std::process::Command;
 use common::*;
 use strata_archive::ErrorKind;
 use strata_archive::{ApplyOptions, WhiteoutMode};
+use strata_conformance::tarfile::{Entry, Tar, header, make_tar};
+use strata_conformance::{root_or_skip, skip};
 
 const REMOVE: WhiteoutMode = WhiteoutMode::Remove;
 
@@ -26,29 +28,29 @@ const CAP_NET_RAW: [u8; 20] = [
 fn rich_layer() -> Vec<u8> {
     let long_dir = "l".repeat(150);
     let long_target = format!("/{}", "t".repeat(299));
-    tar_of([
-        E::dir("empty/").mtime(1_000),
-        E::dir("tmp/").mode(0o1777),
-        E::dir("bin/"),
-        E::file("bin/su", "su binary").mode(0o4755),
-        E::hardlink("bin/su-link", "bin/su"),
-        E::dir("usr/"),
-        E::dir("usr/bin/"),
-        E::file("usr/bin/sg", "sg").mode(0o2755).owner(0, 50),
-        E::dir("home/").owner(1000, 1000).mode(0o750),
-        E::file("home/file", "user data")
+    make_tar(&[
+        Entry::dir("empty/").mtime(1_000),
+        Entry::dir("tmp/").mode(0o1777),
+        Entry::dir("bin/"),
+        Entry::file("bin/su", "su binary").mode(0o4755),
+        Entry::hardlink("bin/su-link", "bin/su"),
+        Entry::dir("usr/"),
+        Entry::dir("usr/bin/"),
+        Entry::file("usr/bin/sg", "sg").mode(0o2755).owner(0, 50),
+        Entry::dir("home/").owner(1000, 1000).mode(0o750),
+        Entry::file("home/file", "user data")
             .owner(1000, 1001)
             .mode(0o640)
             .pax("mtime", "1600000000.123456789"),
-        E::symlink("abs", "/usr/bin/sg").owner(1000, 1000),
-        E::symlink("rel", "usr/bin/sg"),
-        E::symlink("dangling", "/nonexistent"),
-        E::symlink("longtarget", &long_target),
-        E::fifo("run/fifo").mode(0o600),
-        E::chardev("dev/null", 1, 3),
-        E::new("dev/sda", b'4', 0o660).owner(0, 6),
-        E::file(format!("{long_dir}/{}", "f".repeat(200)), "long name"),
-        E::file("caps/ping", "ping")
+        Entry::symlink("abs", "/usr/bin/sg").owner(1000, 1000),
+        Entry::symlink("rel", "usr/bin/sg"),
+        Entry::symlink("dangling", "/nonexistent"),
+        Entry::symlink("longtarget", &long_target),
+        Entry::fifo("run/fifo").mode(0o600),
+        Entry::char_dev("dev/null", 1, 3),
+        Entry::raw("dev/sda", b'4', 0o660).owner(0, 6),
+        Entry::file(format!("{long_dir}/{}", "f".repeat(200)), "long name"),
+        Entry::file("caps/ping", "ping")
             .mode(0o755)
             .xattr("security.capability", CAP_NET_RAW)
             .xattr("user.mime", "text/plain")
@@ -56,18 +58,21 @@ fn rich_layer() -> Vec<u8> {
             .xattr("trusted.overlay.redirect", "/x")
             .xattr("user.overlay.metacopy", "")
             .xattr("trusted.other", "kept as root"),
-        E::file("typebits", "x").mode(0o170777),
-        E::dir("locked/").mode(0o000),
-        E::file("locked/inside", "inside"),
-        E::dir("locked/sub/").mode(0o000),
-        E::file("locked/sub/deeper", "deeper"),
-        E::dir("home/").owner(1000, 1000).mode(0o750).mtime(1234),
+        Entry::file("typebits", "x").mode(0o170777),
+        Entry::dir("locked/").mode(0o000),
+        Entry::file("locked/inside", "inside"),
+        Entry::dir("locked/sub/").mode(0o000),
+        Entry::file("locked/sub/deeper", "deeper"),
+        Entry::dir("home/")
+            .owner(1000, 1000)
+            .mode(0o750)
+            .mtime(1234),
     ])
 }
 
 #[test]
 fn rich_layer_round_trip_in_every_mode() {
-    if !root_or_skip("rich_layer_round_trip_in_every_mode") {
+    if !root_or_skip!() {
         return;
     }
     for mode in MODES {
@@ -161,11 +166,11 @@ fn unprivileged_options() {
     };
     let stats = env
         .apply_opts(
-            &tar_of([
-                E::file("f", "x").owner(1000, 1000).mode(0o4750),
-                E::chardev("null", 1, 3),
-                E::new("sda", b'4', 0o660),
-                E::fifo("fifo"),
+            &make_tar(&[
+                Entry::file("f", "x").owner(1000, 1000).mode(0o4750),
+                Entry::char_dev("null", 1, 3),
+                Entry::raw("sda", b'4', 0o660),
+                Entry::fifo("fifo"),
             ]),
             &opts,
         )
@@ -188,9 +193,9 @@ fn case32_overlay_xattrs_are_dropped() {
         let env = Env::new();
         let mut es = Vec::new();
         for (name, e) in [
-            ("d", E::dir("d")),
-            ("f", E::file("f", "")),
-            ("l", E::symlink("l", "f")),
+            ("d", Entry::dir("d")),
+            ("f", Entry::file("f", "")),
+            ("l", Entry::symlink("l", "f")),
         ] {
             let _ = name;
             es.push(
@@ -201,7 +206,7 @@ fn case32_overlay_xattrs_are_dropped() {
                     .xattr("user.overlay.origin", "x"),
             );
         }
-        env.apply(&tar_of(es), mode).unwrap();
+        env.apply(&make_tar(&es), mode).unwrap();
         for p in ["d", "f", "l"] {
             let path = env.path(p);
             let mut buf = vec![0u8; 4096];
@@ -227,21 +232,27 @@ fn case32_overlay_xattrs_are_dropped() {
 fn case33_bad_xattrs_are_rejected() {
     let env = Env::new();
     let long_name = format!("user.{}", "n".repeat(251));
-    env.reject(&tar_of([E::file("f", "").xattr(&long_name, "v")]), REMOVE);
     env.reject(
-        &tar_of([E::file("f", "").pax("SCHILY.xattr.", "v")]),
+        &make_tar(&[Entry::file("f", "").xattr(&long_name, "v")]),
         REMOVE,
     );
     env.reject(
-        &tar_of([E::file("f", "").xattr("user.big", vec![b'v'; 64 * 1024 + 1])]),
+        &make_tar(&[Entry::file("f", "").pax("SCHILY.xattr.", "v")]),
+        REMOVE,
+    );
+    env.reject(
+        &make_tar(&[Entry::file("f", "").xattr("user.big", vec![b'v'; 64 * 1024 + 1])]),
         REMOVE,
     );
     assert!(env.tree().is_empty());
     // The limits themselves are fine (the filesystem may refuse a 64 KiB value: ext4 does
     // without ea_inode, and that is an I/O error, not a malformed archive).
     let ok_name = format!("user.{}", "n".repeat(250));
-    env.apply(&tar_of([E::file("g", "").xattr(&ok_name, "v")]), REMOVE)
-        .unwrap();
+    env.apply(
+        &make_tar(&[Entry::file("g", "").xattr(&ok_name, "v")]),
+        REMOVE,
+    )
+    .unwrap();
     assert_eq!(
         get_xattr(&env.path("g"), &ok_name).as_deref(),
         Some(&b"v"[..])
@@ -251,17 +262,17 @@ fn case33_bad_xattrs_are_rejected() {
 /// Case 34: setuid, setgid and sticky bits survive the chown (owner first, then mode).
 #[test]
 fn case34_special_mode_bits() {
-    if !root_or_skip("case34_special_mode_bits") {
+    if !root_or_skip!() {
         return;
     }
     let env = Env::new();
     env.apply(
-        &tar_of([
-            E::file("suid", "x").mode(0o4755).owner(0, 0),
-            E::file("suid-user", "x").mode(0o4711).owner(1000, 1000),
-            E::file("sgid", "x").mode(0o2755).owner(1000, 50),
-            E::dir("sticky").mode(0o1777),
-            E::dir("sgid-dir").mode(0o2775).owner(0, 50),
+        &make_tar(&[
+            Entry::file("suid", "x").mode(0o4755).owner(0, 0),
+            Entry::file("suid-user", "x").mode(0o4711).owner(1000, 1000),
+            Entry::file("sgid", "x").mode(0o2755).owner(1000, 50),
+            Entry::dir("sticky").mode(0o1777),
+            Entry::dir("sgid-dir").mode(0o2775).owner(0, 50),
         ]),
         REMOVE,
     )
@@ -279,11 +290,11 @@ fn case34_special_mode_bits() {
 fn case35_modes() {
     let env = Env::new();
     env.apply(
-        &tar_of([
-            E::file("f", "x").mode(0o170_644),
-            E::dir("locked").mode(0o000),
-            E::dir("locked/d").mode(0o000),
-            E::file("locked/d/f", "inside").mode(0o000),
+        &make_tar(&[
+            Entry::file("f", "x").mode(0o170_644),
+            Entry::dir("locked").mode(0o000),
+            Entry::dir("locked/d").mode(0o000),
+            Entry::file("locked/d/f", "inside").mode(0o000),
         ]),
         REMOVE,
     )
@@ -305,22 +316,22 @@ fn case35_modes() {
 #[test]
 fn case36_devices() {
     let env = Env::new();
-    env.reject(&tar_of([E::chardev("big", 4096, 0)]), REMOVE);
-    env.reject(&tar_of([E::chardev("big", 1, 1 << 20)]), REMOVE);
-    let mut b = E::new("b", b'4', 0o600);
+    env.reject(&make_tar(&[Entry::char_dev("big", 4096, 0)]), REMOVE);
+    env.reject(&make_tar(&[Entry::char_dev("big", 1, 1 << 20)]), REMOVE);
+    let mut b = Entry::raw("b", b'4', 0o600);
     b.pax.push(("comment".into(), b"x".to_vec()));
     let mut h = header(b"b", b'4', 0o600, 0, b"");
     // Base-256 major of 2^33.
     h.as_mut_bytes()[329..337].copy_from_slice(&[0x80, 0, 0, 0x02, 0, 0, 0, 0]);
     env.reject(&Tar::new().member(h, b"").finish(), REMOVE);
     assert!(env.tree().is_empty());
-    if !root_or_skip("case36 device creation") {
+    if !root_or_skip!("the device creation part") {
         return;
     }
     env.apply(
-        &tar_of([
-            E::chardev("zero", 1, 5),
-            E::new("sda", b'4', 0o660).mode(0o640),
+        &make_tar(&[
+            Entry::char_dev("zero", 1, 5),
+            Entry::raw("sda", b'4', 0o660).mode(0o640),
             b,
         ]),
         REMOVE,
@@ -352,11 +363,11 @@ fn applying_over_existing_paths() {
     std::fs::write(env.path("t"), b"target").unwrap();
     std::fs::hard_link(env.path("t"), env.path("hl")).unwrap();
     env.apply(
-        &tar_of([
-            E::dir("dir").mode(0o700),
-            E::file("file", "layer"),
-            E::file("was-dir", "now a file"),
-            E::file("hl", "new"),
+        &make_tar(&[
+            Entry::dir("dir").mode(0o700),
+            Entry::file("file", "layer"),
+            Entry::file("was-dir", "now a file"),
+            Entry::file("hl", "new"),
         ]),
         REMOVE,
     )
@@ -376,7 +387,7 @@ fn applying_over_existing_paths() {
 #[test]
 fn gnu_tar_differential() {
     if Command::new("tar").arg("--version").output().is_err() {
-        eprintln!("skipped gnu_tar_differential: no tar binary");
+        skip!("no tar binary");
         return;
     }
     let env = Env::new();
@@ -503,25 +514,25 @@ fn special_files_modes_and_xattrs() {
     let env = Env::new();
     let target = env.outside.join("passwd");
     let mut es = vec![
-        E::fifo("fifo-666").mode(0o666),
-        E::fifo("fifo-sticky").mode(0o1777),
+        Entry::fifo("fifo-666").mode(0o666),
+        Entry::fifo("fifo-sticky").mode(0o1777),
         // user.* is refused by the kernel on symlinks and FIFOs: skipped, not an error.
-        E::symlink("link", target.as_os_str().as_encoded_bytes()).xattr("user.x", "v"),
+        Entry::symlink("link", target.as_os_str().as_encoded_bytes()).xattr("user.x", "v"),
     ];
     if is_root() {
         es.push(
-            E::symlink("tlink", target.as_os_str().as_encoded_bytes())
+            Entry::symlink("tlink", target.as_os_str().as_encoded_bytes())
                 .xattr("trusted.t", "on the link"),
         );
-        es.push(E::fifo("tfifo").xattr("trusted.t", "on the fifo"));
+        es.push(Entry::fifo("tfifo").xattr("trusted.t", "on the fifo"));
     }
-    env.apply(&tar_of(es), REMOVE).unwrap();
+    env.apply(&make_tar(&es), REMOVE).unwrap();
     let mode = |p: &str| std::fs::symlink_metadata(env.path(p)).unwrap().mode() & 0o7777;
     assert_eq!(mode("fifo-666"), 0o666);
     assert_eq!(mode("fifo-sticky"), 0o1777);
     assert_eq!(get_xattr(&env.path("link"), "user.x"), None);
     assert_eq!(get_xattr(&target, "user.x"), None);
-    if root_or_skip("trusted xattrs on a symlink and a FIFO") {
+    if root_or_skip!("the trusted xattrs on a symlink and a FIFO part") {
         assert_eq!(
             get_xattr(&env.path("tlink"), "trusted.t").as_deref(),
             Some(&b"on the link"[..])

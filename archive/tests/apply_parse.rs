@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use strata_archive::ErrorKind;
 use strata_archive::{ApplyOptions, WhiteoutMode, apply_tar};
+use strata_conformance::root_or_skip;
+use strata_conformance::tarfile::{Entry, Tar, header, make_tar, pax_record};
 
 const REMOVE: WhiteoutMode = WhiteoutMode::Remove;
 
@@ -74,7 +76,7 @@ fn case39_huge_extension_headers_are_rejected_early() {
         ("comment".to_string(), vec![b'c'; n]),
         ("path".to_string(), name.clone().into_bytes()),
     ]);
-    t.push(E::file("short", "x"));
+    t.push(&Entry::file("short", "x"));
     env.apply(&t.finish(), REMOVE).unwrap();
     assert!(env.path(&name).is_file());
 }
@@ -90,16 +92,16 @@ fn case40_sparse_files_are_rejected() {
     let mut t = Tar::new();
     t.member(h, b"");
     env.reject(&t.finish(), REMOVE);
-    let pax_sparse = E::file("GNUSparseFile.0/x", "1\n0\n5\nhello")
+    let pax_sparse = Entry::file("GNUSparseFile.0/x", "1\n0\n5\nhello")
         .pax("GNU.sparse.major", "1")
         .pax("GNU.sparse.minor", "0")
         .pax("GNU.sparse.name", "x")
         .pax("GNU.sparse.realsize", "5");
-    env.reject(&tar_of([pax_sparse]), REMOVE);
-    let old_pax = E::file("x", "hello")
+    env.reject(&make_tar(&[pax_sparse]), REMOVE);
+    let old_pax = Entry::file("x", "hello")
         .pax("GNU.sparse.numblocks", "1")
         .pax("GNU.sparse.offset", "0");
-    env.reject(&tar_of([old_pax]), REMOVE);
+    env.reject(&make_tar(&[old_pax]), REMOVE);
     assert!(env.tree().is_empty());
 }
 
@@ -110,9 +112,9 @@ fn case41_pax_size_wins() {
     for (ustar, pax_size) in [(0u64, 5usize), (3, 5), (700, 5), (5, 0), (0, 1030)] {
         let env = Env::new();
         let body: Vec<u8> = (0..pax_size).map(|i| b'a' + (i % 26) as u8).collect();
-        let mut e = E::file("f", &body).pax("size", pax_size.to_string());
+        let mut e = Entry::file("f", &body).pax("size", pax_size.to_string());
         e.size = Some(ustar);
-        let tar = tar_of([e, E::file("next", "next")]);
+        let tar = make_tar(&[e, Entry::file("next", "next")]);
         let stats = env.apply(&tar, REMOVE).unwrap();
         assert_eq!(
             std::fs::read(env.path("f")).unwrap(),
@@ -129,9 +131,9 @@ fn case41_pax_size_wins() {
 /// PAX sizes there, since 0.4.45).
 #[test]
 fn pax_size_matches_tar_crate() {
-    let mut e = E::file("f", "hello").pax("size", "5");
+    let mut e = Entry::file("f", "hello").pax("size", "5");
     e.size = Some(0);
-    let tar = tar_of([e, E::file("next", "next")]);
+    let tar = make_tar(&[e, Entry::file("next", "next")]);
     let mut a = tar::Archive::new(&tar[..]);
     let names: Vec<(String, u64)> = a
         .entries()
@@ -149,8 +151,8 @@ fn pax_size_matches_tar_crate() {
 #[test]
 fn case42_entries_after_the_end_are_ignored() {
     let env = Env::new();
-    let mut tar = tar_of([E::file("a", "a")]);
-    tar.extend(tar_of([E::file("smuggled", "x")]));
+    let mut tar = make_tar(&[Entry::file("a", "a")]);
+    tar.extend(make_tar(&[Entry::file("smuggled", "x")]));
     let len = tar.len() as u64;
     let mut r = std::io::Cursor::new(tar);
     let stats = apply_tar(&env.root, &mut r, &ApplyOptions::new(REMOVE)).unwrap();
@@ -159,12 +161,12 @@ fn case42_entries_after_the_end_are_ignored() {
     assert_eq!(r.position(), len, "the stream is drained");
     // One zero block then a header is malformed.
     let mut t = Tar::new();
-    t.push(E::file("a", "a"))
+    t.push(&Entry::file("a", "a"))
         .raw(&[0; 512])
-        .push(E::file("b", "b"));
+        .push(&Entry::file("b", "b"));
     env.reject(&t.finish(), REMOVE);
     // A stream that ends cleanly after an entry (no trailer) is accepted, as Go accepts it.
-    let t = Tar::new().push(E::file("c", "c")).buf.clone();
+    let t = Tar::new().push(&Entry::file("c", "c")).buf.clone();
     env.apply(&t, REMOVE).unwrap();
     assert!(env.path("c").is_file());
     // An empty stream is an empty layer.
@@ -174,7 +176,7 @@ fn case42_entries_after_the_end_are_ignored() {
 /// Case 43: truncated streams, bad checksums and malformed numbers are rejected, no hang.
 #[test]
 fn case43_malformed_streams_are_rejected() {
-    let good = tar_of([E::file("f", "x".repeat(2000))]);
+    let good = make_tar(&[Entry::file("f", "x".repeat(2000))]);
     // Truncated in the content, in the padding, in a header.
     for cut in [600, 1024 + 300, 200, 2600] {
         Env::new().reject(&good[..cut], REMOVE);
@@ -213,16 +215,16 @@ fn case43_malformed_streams_are_rejected() {
     let mut t = Tar::new();
     t.pax(&[("path".into(), b"x".to_vec())])
         .pax(&[("path".into(), b"y".to_vec())]);
-    t.push(E::file("f", ""));
+    t.push(&Entry::file("f", ""));
     env.reject(&t.finish(), REMOVE);
     let mut t = Tar::new();
     t.member(header(b"././@LongLink", b'L', 0o644, 2, b""), b"a\0");
     t.pax(&[("path".into(), b"b".to_vec())]);
-    t.push(E::file("f", ""));
+    t.push(&Entry::file("f", ""));
     env.reject(&t.finish(), REMOVE);
     // A type without content that declares some.
-    env.reject(&tar_of([E::symlink("l", "t").size(10)]), REMOVE);
-    env.reject(&tar_of([E::dir("d").pax("size", "3")]), REMOVE);
+    env.reject(&make_tar(&[Entry::symlink("l", "t").size(10)]), REMOVE);
+    env.reject(&make_tar(&[Entry::dir("d").pax("size", "3")]), REMOVE);
     assert!(env.tree().is_empty(), "{:?}", env.tree());
 }
 
@@ -232,19 +234,19 @@ fn case43_malformed_streams_are_rejected() {
 fn case47_type_flags() {
     let env = Env::new();
     for t in [b'Z', b'D', b'V', b'M', b'N', b'A', b'8', b'X'] {
-        env.reject(&tar_of([E::new("f", t, 0o644)]), REMOVE);
+        env.reject(&make_tar(&[Entry::raw("f", t, 0o644)]), REMOVE);
     }
-    let mut contiguous = E::file("c", "contiguous");
-    contiguous.typeflag = b'7';
+    let mut contiguous = Entry::file("c", "contiguous");
+    contiguous.typeflag = Some(b'7');
     let mut t = Tar::new();
     let g_body = pax_record("path", b"evil");
     t.member(
         header(b"global", b'g', 0o644, g_body.len() as u64, b""),
         &g_body,
     );
-    t.push(contiguous);
-    t.push(E::new("olddir/", 0, 0o755));
-    t.push(E::new("oldfile", 0, 0o600));
+    t.push(&contiguous);
+    t.push(&Entry::raw("olddir/", 0, 0o755));
+    t.push(&Entry::raw("oldfile", 0, 0o600));
     env.apply(&t.finish(), REMOVE).unwrap();
     let tree = env.tree();
     let owner = if is_root() { "0:0".to_string() } else { me() };
@@ -262,18 +264,24 @@ fn case47_type_flags() {
 #[test]
 fn case37_absurd_owners_are_rejected() {
     let env = Env::new();
-    env.reject(&tar_of([E::file("f", "").pax("uid", "4294967295")]), REMOVE);
-    env.reject(&tar_of([E::file("f", "").pax("gid", "4294967296")]), REMOVE);
-    env.reject(&tar_of([E::file("f", "").pax("uid", "-1")]), REMOVE);
+    env.reject(
+        &make_tar(&[Entry::file("f", "").pax("uid", "4294967295")]),
+        REMOVE,
+    );
+    env.reject(
+        &make_tar(&[Entry::file("f", "").pax("gid", "4294967296")]),
+        REMOVE,
+    );
+    env.reject(&make_tar(&[Entry::file("f", "").pax("uid", "-1")]), REMOVE);
     // Negative base-256 uid in the header.
     let mut h = header(b"f", b'0', 0o644, 0, b"");
     h.as_mut_bytes()[108..116].fill(0xff);
     env.reject(&Tar::new().member(h, b"").finish(), REMOVE);
     assert!(env.tree().is_empty());
     // Large but valid ids are kept (as root).
-    if root_or_skip("case37 large ids") {
+    if root_or_skip!("the large ids part") {
         env.apply(
-            &tar_of([E::file("f", "").owner(4_000_000_000, 70_000)]),
+            &make_tar(&[Entry::file("f", "").owner(4_000_000_000, 70_000)]),
             REMOVE,
         )
         .unwrap();
@@ -294,12 +302,12 @@ fn case38_mtimes() {
     neg.as_mut_bytes()[140..148].copy_from_slice(&v);
     let mut t = Tar::new();
     t.member(neg, b"");
-    t.push(E::file("y3000", "").mtime(32_503_680_000));
-    t.push(E::file("huge", "").pax("mtime", "1e300"));
-    t.push(E::file("hugeint", "").pax("mtime", "99999999999999999999999999"));
-    t.push(E::file("negpax", "").pax("mtime", "-12.25"));
-    t.push(E::file("nanos", "").pax("mtime", "1234567890.123456789"));
-    t.push(E::dir("dnanos").pax("mtime", "1500000000.5"));
+    t.push(&Entry::file("y3000", "").mtime(32_503_680_000));
+    t.push(&Entry::file("huge", "").pax("mtime", "1e300"));
+    t.push(&Entry::file("hugeint", "").pax("mtime", "99999999999999999999999999"));
+    t.push(&Entry::file("negpax", "").pax("mtime", "-12.25"));
+    t.push(&Entry::file("nanos", "").pax("mtime", "1234567890.123456789"));
+    t.push(&Entry::dir("dnanos").pax("mtime", "1500000000.5"));
     env.apply(&t.finish(), REMOVE).unwrap();
     let m = |p: &str| std::fs::symlink_metadata(env.path(p)).unwrap();
     assert_eq!(m("neg").mtime(), -1000);
@@ -327,8 +335,11 @@ fn case38_mtimes() {
         (1_500_000_000, 500_000_000)
     );
     assert!(
-        env.apply(&tar_of([E::file("nan", "").pax("mtime", "NaN")]), REMOVE)
-            .is_err()
+        env.apply(
+            &make_tar(&[Entry::file("nan", "").pax("mtime", "NaN")]),
+            REMOVE
+        )
+        .is_err()
     );
 }
 
@@ -340,7 +351,7 @@ fn long_names_all_formats() {
     let target = "t".repeat(300);
     // PAX.
     env.apply(
-        &tar_of([E::file(&long, "pax"), E::symlink("l", &target)]),
+        &make_tar(&[Entry::file(&long, "pax"), Entry::symlink("l", &target)]),
         REMOVE,
     )
     .unwrap();
@@ -388,16 +399,16 @@ fn case46_duplicates_last_wins() {
     for mode in MODES {
         let env = Env::new();
         env.apply(
-            &tar_of([
-                E::dir("a"),
-                E::file("a/child", "c"),
-                E::file("a", "file now"),
-                E::file("b", "file first"),
-                E::dir("b").mode(0o700),
-                E::file("c", "one"),
-                E::file("c", "two").mode(0o600),
-                E::symlink("d", "x"),
-                E::symlink("d", "y"),
+            &make_tar(&[
+                Entry::dir("a"),
+                Entry::file("a/child", "c"),
+                Entry::file("a", "file now"),
+                Entry::file("b", "file first"),
+                Entry::dir("b").mode(0o700),
+                Entry::file("c", "one"),
+                Entry::file("c", "two").mode(0o600),
+                Entry::symlink("d", "x"),
+                Entry::symlink("d", "y"),
             ]),
             mode,
         )
@@ -420,10 +431,10 @@ fn case46_duplicates_last_wins() {
 fn repeated_directory_takes_last_attributes() {
     let env = Env::new();
     env.apply(
-        &tar_of([
-            E::dir("d").mode(0o700).mtime(100),
-            E::file("d/f", ""),
-            E::dir("d").mode(0o751).mtime(200),
+        &make_tar(&[
+            Entry::dir("d").mode(0o700).mtime(100),
+            Entry::file("d/f", ""),
+            Entry::dir("d").mode(0o751).mtime(200),
         ]),
         REMOVE,
     )

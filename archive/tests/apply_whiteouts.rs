@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use strata_archive::{ApplyOptions, WhiteoutMode};
+use strata_conformance::tarfile::{Entry, Tar, make_tar};
+use strata_conformance::{root_or_skip, skip};
 
 const KEEP: WhiteoutMode = WhiteoutMode::Keep;
 const REMOVE: WhiteoutMode = WhiteoutMode::Remove;
@@ -49,7 +51,7 @@ fn case22_invalid_whiteouts_are_rejected() {
             let env = Env::new();
             lower(&env);
             let before = env.tree();
-            env.reject(&tar_of([E::file(name, "")]), mode);
+            env.reject(&make_tar(&[Entry::file(name, "")]), mode);
             assert_eq!(env.tree(), before, "{name} in {mode:?}");
         }
     }
@@ -60,8 +62,8 @@ fn case22_invalid_whiteouts_are_rejected() {
 fn whiteout_as_directory_is_rejected() {
     for mode in MODES {
         let env = Env::new();
-        env.reject(&tar_of([E::file(".wh.x/y", "")]), mode);
-        env.reject(&tar_of([E::file("a/.wh..wh..opq/y", "")]), mode);
+        env.reject(&make_tar(&[Entry::file(".wh.x/y", "")]), mode);
+        env.reject(&make_tar(&[Entry::file("a/.wh..wh..opq/y", "")]), mode);
         assert!(env.tree().is_empty());
     }
 }
@@ -76,10 +78,10 @@ fn case23_whiteout_through_symlink_stays_in_root() {
         std::fs::write(inside.join("passwd"), b"layer copy").unwrap();
         std::os::unix::fs::symlink(&env.outside, env.path("le")).unwrap();
         if mode != KEEP && mode != REMOVE && !is_root() {
-            eprintln!("skipped case23 overlay: needs root for mknod");
+            skip!("the overlay part needs root for mknod");
             continue;
         }
-        env.apply(&tar_of([E::file("le/.wh.passwd", "")]), mode)
+        env.apply(&make_tar(&[Entry::file("le/.wh.passwd", "")]), mode)
             .unwrap();
         match mode {
             KEEP => {
@@ -98,13 +100,13 @@ fn case23_whiteout_through_symlink_stays_in_root() {
 fn case24_whiteout_of_symlink_removes_the_link() {
     let env = Env::new();
     std::os::unix::fs::symlink(&env.outside, env.path("link")).unwrap();
-    env.apply(&tar_of([E::file(".wh.link", "")]), REMOVE)
+    env.apply(&make_tar(&[Entry::file(".wh.link", "")]), REMOVE)
         .unwrap();
     assert!(std::fs::symlink_metadata(env.path("link")).is_err());
     env.check_outside();
-    if root_or_skip("case24 overlay") {
+    if root_or_skip!("the overlay part") {
         std::os::unix::fs::symlink(&env.outside, env.path("link")).unwrap();
-        env.apply(&tar_of([E::file(".wh.link", "")]), OVERLAY)
+        env.apply(&make_tar(&[Entry::file(".wh.link", "")]), OVERLAY)
             .unwrap();
         assert!(is_whiteout_dev(&env.path("link")));
         env.check_outside();
@@ -117,10 +119,10 @@ fn case25_opaque_through_symlink_to_slash() {
     let env = Env::new();
     lower(&env);
     env.apply(
-        &tar_of([
-            E::file("new", "new"),
-            E::symlink("d", "/"),
-            E::file("d/.wh..wh..opq", ""),
+        &make_tar(&[
+            Entry::file("new", "new"),
+            Entry::symlink("d", "/"),
+            Entry::file("d/.wh..wh..opq", ""),
         ]),
         REMOVE,
     )
@@ -137,7 +139,7 @@ fn case25_opaque_through_symlink_to_slash() {
 
     let env = Env::new();
     env.apply(
-        &tar_of([E::symlink("d", "/"), E::file("d/.wh..wh..opq", "")]),
+        &make_tar(&[Entry::symlink("d", "/"), Entry::file("d/.wh..wh..opq", "")]),
         OVERLAY_USER,
     )
     .unwrap();
@@ -149,7 +151,7 @@ fn case25_opaque_through_symlink_to_slash() {
 
     let env = Env::new();
     env.apply(
-        &tar_of([E::symlink("d", "/"), E::file("d/.wh..wh..opq", "")]),
+        &make_tar(&[Entry::symlink("d", "/"), Entry::file("d/.wh..wh..opq", "")]),
         KEEP,
     )
     .unwrap();
@@ -165,10 +167,10 @@ fn case26_opaque_keeps_same_layer_entries() {
     lower(&env);
     std::fs::write(env.path("a/b/c_lower"), b"x").unwrap();
     env.apply(
-        &tar_of([
-            E::file("a/b/c/foo", "foo"),
-            E::file("a/.wh..wh..opq", ""),
-            E::file("a/after", "after"),
+        &make_tar(&[
+            Entry::file("a/b/c/foo", "foo"),
+            Entry::file("a/.wh..wh..opq", ""),
+            Entry::file("a/after", "after"),
         ]),
         REMOVE,
     )
@@ -194,8 +196,11 @@ fn case26_opaque_keeps_same_layer_entries() {
             continue;
         }
         let env = Env::new();
-        env.apply(&tar_of([E::dir("a"), E::file("a/.wh..wh..opq", "")]), mode)
-            .unwrap();
+        env.apply(
+            &make_tar(&[Entry::dir("a"), Entry::file("a/.wh..wh..opq", "")]),
+            mode,
+        )
+        .unwrap();
         match xattr {
             Some(x) => {
                 assert_eq!(get_xattr(&env.path("a"), x).as_deref(), Some(&b"y"[..]));
@@ -204,9 +209,9 @@ fn case26_opaque_keeps_same_layer_entries() {
             None => assert!(env.path("a/.wh..wh..opq").is_file()),
         }
     }
-    if root_or_skip("case26 trusted.overlay.opaque") {
+    if root_or_skip!("the trusted.overlay.opaque part") {
         let env = Env::new();
-        env.apply(&tar_of([E::file("a/.wh..wh..opq", "")]), OVERLAY)
+        env.apply(&make_tar(&[Entry::file("a/.wh..wh..opq", "")]), OVERLAY)
             .unwrap();
         assert_eq!(
             get_xattr(&env.path("a"), "trusted.overlay.opaque").as_deref(),
@@ -219,16 +224,16 @@ fn case26_opaque_keeps_same_layer_entries() {
 #[test]
 fn case27_file_and_its_whiteout_in_one_layer() {
     for mode in [REMOVE, OVERLAY] {
-        if mode == OVERLAY && !root_or_skip("case27 overlay") {
+        if mode == OVERLAY && !root_or_skip!("the overlay part") {
             continue;
         }
         for order in [0, 1] {
             let env = Env::new();
             std::fs::create_dir(env.path("a")).unwrap();
             std::fs::write(env.path("a/f"), b"lower").unwrap();
-            let (f, wh) = (E::file("a/f", "layer"), E::file("a/.wh.f", ""));
+            let (f, wh) = (Entry::file("a/f", "layer"), Entry::file("a/.wh.f", ""));
             let entries = if order == 0 { [f, wh] } else { [wh, f] };
-            env.apply(&tar_of(entries), mode).unwrap();
+            env.apply(&make_tar(&entries), mode).unwrap();
             assert_eq!(
                 std::fs::read(env.path("a/f")).unwrap(),
                 b"layer",
@@ -239,7 +244,7 @@ fn case27_file_and_its_whiteout_in_one_layer() {
     }
     let env = Env::new();
     env.apply(
-        &tar_of([E::file("a/f", "layer"), E::file("a/.wh.f", "")]),
+        &make_tar(&[Entry::file("a/f", "layer"), Entry::file("a/.wh.f", "")]),
         KEEP,
     )
     .unwrap();
@@ -252,10 +257,10 @@ fn whiteout_of_directory_with_layer_content() {
     let env = Env::new();
     lower(&env);
     env.apply(
-        &tar_of([
-            E::file("a/b/new", "new"),
-            E::file(".wh.a", ""),
-            E::file(".wh.etc", ""),
+        &make_tar(&[
+            Entry::file("a/b/new", "new"),
+            Entry::file(".wh.a", ""),
+            Entry::file(".wh.etc", ""),
         ]),
         REMOVE,
     )
@@ -280,22 +285,22 @@ fn case28_whiteout_of_missing_path() {
     lower(&env);
     let before = env.tree();
     env.apply(
-        &tar_of([
-            E::file(".wh.nothing", ""),
-            E::file("no/such/dir/.wh.x", ""),
-            E::file("keep/.wh.x", ""),
+        &make_tar(&[
+            Entry::file(".wh.nothing", ""),
+            Entry::file("no/such/dir/.wh.x", ""),
+            Entry::file("keep/.wh.x", ""),
         ]),
         REMOVE,
     )
     .unwrap();
     assert_eq!(env.tree(), before);
-    env.apply(&tar_of([E::file("nodir/.wh..wh..opq", "")]), REMOVE)
+    env.apply(&make_tar(&[Entry::file("nodir/.wh..wh..opq", "")]), REMOVE)
         .unwrap();
     assert_eq!(env.tree(), before);
-    if root_or_skip("case28 overlay") {
+    if root_or_skip!("the overlay part") {
         let env = Env::new();
         env.apply(
-            &tar_of([E::file("x/.wh.gone", "").owner(1000, 1001)]),
+            &make_tar(&[Entry::file("x/.wh.gone", "").owner(1000, 1001)]),
             OVERLAY,
         )
         .unwrap();
@@ -315,10 +320,10 @@ fn case29_many_opaque_markers_are_linear() {
         std::fs::write(env.path(&format!("d/lower{i}")), b"").unwrap();
     }
     let mut t = Tar::new();
-    t.push(E::dir("d"));
+    t.push(&Entry::dir("d"));
     for i in 0..N {
-        t.push(E::file(format!("d/f{i}"), ""));
-        t.push(E::file("d/.wh..wh..opq", ""));
+        t.push(&Entry::file(format!("d/f{i}"), ""));
+        t.push(&Entry::file("d/.wh..wh..opq", ""));
     }
     let tar = t.finish();
     for mode in [REMOVE, OVERLAY_USER, KEEP] {
@@ -340,12 +345,12 @@ fn case30_aufs_metadata_is_skipped() {
         let env = Env::new();
         let stats = env
             .apply(
-                &tar_of([
-                    E::dir(".wh..wh.plnk"),
-                    E::file(".wh..wh.plnk/1234.5678", "x"),
-                    E::file(".wh..wh.aufs", ""),
-                    E::dir("a/.wh..wh.orph"),
-                    E::file("ok", "ok"),
+                &make_tar(&[
+                    Entry::dir(".wh..wh.plnk"),
+                    Entry::file(".wh..wh.plnk/1234.5678", "x"),
+                    Entry::file(".wh..wh.aufs", ""),
+                    Entry::dir("a/.wh..wh.orph"),
+                    Entry::file("ok", "ok"),
                 ]),
                 mode,
             )
@@ -368,7 +373,7 @@ fn case31_char_device_0_0_is_rejected() {
                 devices,
             };
             let err = env
-                .apply_opts(&tar_of([E::chardev("x", 0, 0)]), &opts)
+                .apply_opts(&make_tar(&[Entry::char_dev("x", 0, 0)]), &opts)
                 .unwrap_err();
             assert_eq!(err.kind(), strata_archive::ErrorKind::InvalidArchive);
             assert!(env.tree().is_empty());
@@ -384,7 +389,7 @@ fn remove_mode_removes_lower_trees() {
     lower(&env);
     std::os::unix::fs::symlink("/etc", env.path("a/b/link")).unwrap();
     env.apply(
-        &tar_of([E::dir(".wh.a"), E::symlink("etc/.wh.passwd", "x")]),
+        &make_tar(&[Entry::dir(".wh.a"), Entry::symlink("etc/.wh.passwd", "x")]),
         REMOVE,
     )
     .unwrap();

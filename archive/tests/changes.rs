@@ -8,6 +8,7 @@ use common::*;
 use strata_archive::WhiteoutFormat;
 use strata_archive::{Change, ChangeKind, ErrorKind};
 use strata_archive::{changes_dirs, changes_size, export_changes};
+use strata_conformance::root_or_skip;
 use tar::EntryType;
 
 /// `docker diff`-style lines.
@@ -158,7 +159,7 @@ fn type_changes() {
 
 #[test]
 fn capability_changes_are_modifications() {
-    if skip_unless_root("capability_changes_are_modifications") {
+    if !root_or_skip!() {
         return;
     }
     let (old, new) = pair(|r| {

@@ -68,10 +68,7 @@ fn block_layers_through_the_cli() {
         .find(|d| d["name"] == "block")
         .expect("a block driver in this build");
     if block["supported"] != true {
-        eprintln!(
-            "SKIPPED: block driver not supported here: {}",
-            block["reason"]
-        );
+        strata_conformance::skip!("block driver not supported here: {}", block["reason"]);
         return;
     }
     assert_eq!(block["capabilities"]["mount_spec"], true);

@@ -10,6 +10,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use strata_conformance::tarfile::{Entry, make_tar};
+
 const BIN: &str = env!("CARGO_BIN_EXE_strata");
 
 /// A root of its own; unmounts whatever is still mounted when dropped.
@@ -42,14 +44,11 @@ impl Strata {
         match dir {
             Some(d) if d["supported"] == true => Some(s),
             Some(d) => {
-                eprintln!(
-                    "skipped: the dir driver is not supported here: {}",
-                    d["reason"]
-                );
+                strata_conformance::skip!("the dir driver is not supported here: {}", d["reason"]);
                 None
             }
             None => {
-                eprintln!("skipped: this strata has no dir driver");
+                strata_conformance::skip!("this strata has no dir driver");
                 None
             }
         }
@@ -154,42 +153,9 @@ impl Drop for Strata {
     }
 }
 
-enum Entry<'a> {
-    Dir(&'a str),
-    File(&'a str, &'a str),
-    Link(&'a str, &'a str),
-}
-
-/// Writes a tar of `entries` (root-owned, fixed mtime) to `path`, gzip'd if asked.
-fn make_tar(path: &Path, entries: &[Entry<'_>], gzip: bool) {
-    let mut b = tar::Builder::new(Vec::new());
-    for e in entries {
-        let mut h = tar::Header::new_ustar();
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(1_700_000_000);
-        match e {
-            Entry::Dir(name) => {
-                h.set_entry_type(tar::EntryType::Directory);
-                h.set_mode(0o755);
-                h.set_size(0);
-                b.append_data(&mut h, name, std::io::empty()).unwrap();
-            }
-            Entry::File(name, body) => {
-                h.set_entry_type(tar::EntryType::Regular);
-                h.set_mode(0o644);
-                h.set_size(body.len() as u64);
-                b.append_data(&mut h, name, body.as_bytes()).unwrap();
-            }
-            Entry::Link(name, target) => {
-                h.set_entry_type(tar::EntryType::Symlink);
-                h.set_mode(0o777);
-                h.set_size(0);
-                b.append_link(&mut h, name, target).unwrap();
-            }
-        }
-    }
-    let bytes = b.into_inner().unwrap();
+/// Writes the tar of `entries` to `path`, gzip'd if asked.
+fn write_tar(path: &Path, entries: &[Entry], gzip: bool) {
+    let bytes = make_tar(entries);
     if gzip {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&bytes).unwrap();
@@ -236,32 +202,32 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
 /// A base layer and a child that modifies, deletes, and makes a directory opaque.
 fn two_layers(s: &Strata) {
     let base = s.path("base.tar.gz");
-    make_tar(
+    write_tar(
         &base,
         &[
-            Entry::Dir("etc/"),
-            Entry::File("etc/hosts", "127.0.0.1 old\n"),
-            Entry::File("etc/passwd", "root:x:0:0\n"),
-            Entry::Dir("data/"),
-            Entry::File("data/keep", "keep"),
-            Entry::Dir("opq/"),
-            Entry::File("opq/x", "x"),
-            Entry::File("opq/y", "y"),
-            Entry::Link("etc/link", "hosts"),
+            Entry::dir("etc/"),
+            Entry::file("etc/hosts", "127.0.0.1 old\n"),
+            Entry::file("etc/passwd", "root:x:0:0\n"),
+            Entry::dir("data/"),
+            Entry::file("data/keep", "keep"),
+            Entry::dir("opq/"),
+            Entry::file("opq/x", "x"),
+            Entry::file("opq/y", "y"),
+            Entry::symlink("etc/link", "hosts"),
         ],
         true,
     );
     let child = s.path("child.tar");
-    make_tar(
+    write_tar(
         &child,
         &[
-            Entry::Dir("etc/"),
-            Entry::File("etc/hosts", "127.0.0.1 new\n"),
-            Entry::File("etc/.wh.passwd", ""),
-            Entry::Dir("opq/"),
-            Entry::File("opq/.wh..wh..opq", ""),
-            Entry::File("opq/z", "z"),
-            Entry::File("new", "fresh"),
+            Entry::dir("etc/"),
+            Entry::file("etc/hosts", "127.0.0.1 new\n"),
+            Entry::file("etc/.wh.passwd", ""),
+            Entry::dir("opq/"),
+            Entry::file("opq/.wh..wh..opq", ""),
+            Entry::file("opq/z", "z"),
+            Entry::file("new", "fresh"),
         ],
         false,
     );
@@ -309,7 +275,7 @@ fn merged_view_of_a_child_copy_mode() {
 #[test]
 fn merged_view_of_a_child_fuse_mode() {
     if !Path::new("/dev/fuse").exists() {
-        eprintln!("skipped: no /dev/fuse");
+        strata_conformance::skip!("no /dev/fuse");
         return;
     }
     check_merged_view("fuse");
@@ -470,7 +436,7 @@ fn create_then_apply_once() {
     let Some(s) = Strata::new("copy") else { return };
     assert_eq!(s.ok_text(&["create", "--id", "empty"]), "empty");
     let tar = s.path("t.tar");
-    make_tar(&tar, &[Entry::File("hello", "world")], false);
+    write_tar(&tar, &[Entry::file("hello", "world")], false);
     s.ok(&["apply", "empty", tar.to_str().unwrap()]);
     let rec = s.ls().remove(0);
     assert!(rec["diff_digest"].as_str().unwrap().starts_with("sha256:"));
@@ -538,7 +504,7 @@ fn concurrent_writers_from_two_processes() {
     for i in 0..4 {
         let tar = s.path(&format!("t{i}.tar"));
         let name = format!("f{i}");
-        make_tar(&tar, &[Entry::File(&name, "x")], false);
+        write_tar(&tar, &[Entry::file(&name, "x")], false);
         let id = format!("layer{i}");
         children.push(
             s.cmd(&["import", "--id", &id, tar.to_str().unwrap()])

@@ -381,8 +381,9 @@ pub async fn run(
 }
 
 /// What the test macro [`suite!`](crate::suite) calls for each generated test: runs the named
-/// case, prints `SKIPPED: <reason>` to stderr for a skip (cargo test has no skip status, so
-/// the test passes but says so), and panics with the reason on a failure.
+/// case, prints the skip line `SKIP <case>: <reason>` to stderr for a skip (cargo test has no
+/// skip status, so the test passes but says so; see [`skip`](crate::skip)), and panics with
+/// the reason on a failure.
 pub async fn run_test(factory: Factory, name: &str) {
     let case = crate::cases()
         .iter()
@@ -401,7 +402,10 @@ pub async fn run_test(factory: Factory, name: &str) {
     let result = run_case(&factory, case, &opts).await;
     match result.outcome {
         Outcome::Passed => {}
-        Outcome::Skipped(why) => eprintln!("SKIPPED: {name}: {why}"),
+        Outcome::Skipped(why) => {
+            let test = crate::skip::current_test().unwrap_or_else(|| name.to_string());
+            crate::skip::print(&test, why)
+        }
         Outcome::Failed(why) => panic!("{name} FAILED:\n{why}"),
     }
 }

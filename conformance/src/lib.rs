@@ -20,8 +20,8 @@
 //!   ```
 //!
 //!   gives tests named `dir::create_empty`, `dir::deep_layer_read_128`, and so on. cargo test
-//!   has no "skipped" status: a skipped case passes and prints `SKIPPED: <case>: <reason>` on
-//!   stderr (shown with `--nocapture`, and in the output of a failing run). Environment:
+//!   has no "skipped" status: a skipped case passes and prints `SKIP <test>: <reason>` on
+//!   stderr (the one skip line of every test, see [`skip`]) (shown with `--nocapture`, and in the output of a failing run). Environment:
 //!   `STRATA_CONFORMANCE_TIMEOUT` (seconds a case may take, default 900) and
 //!   `STRATA_CONFORMANCE_TMPDIR` (where case directories go, default the system temp dir).
 //! - A runner (the `strata conformance` command) calls [`run`], printing
@@ -77,6 +77,7 @@ pub mod fixtures;
 mod harness;
 pub mod ops;
 mod report;
+pub mod skip;
 pub mod tarfile;
 pub mod tree;
 
@@ -113,7 +114,7 @@ macro_rules! case_table {
         /// `suite!(name, factory)`: `name` becomes the module (tests are `name::<case>`),
         /// `factory` is a closure `Fn(&Path) -> strata_driver_api::Result<Arc<dyn Driver>>`
         /// making a driver whose home is the given directory. A skipped case passes and prints
-        /// `SKIPPED: <case>: <reason>` on stderr; a failed one panics with the reason.
+        /// `SKIP <test>: <reason>` on stderr; a failed one panics with the reason.
         #[macro_export]
         macro_rules! suite {
             ($d module:ident, $d factory:expr) => {

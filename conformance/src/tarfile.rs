@@ -1,9 +1,22 @@
-//! Layer tars the cases feed to `apply_diff`, written entry by entry from a spec, including
-//! hostile ones (names with `..`, huge headers, bad checksums) that a careful writer refuses
-//! to make; and checking a merged view against the spec it came from.
+//! Layer tars written entry by entry: the one tar builder of strata's tests. The cases feed
+//! them to `apply_diff`; the archive, driver and CLI tests use them too. It writes hostile
+//! archives a careful writer refuses to make (names with `..`, huge or contradictory
+//! extension headers, unknown type flags, size fields that lie, bad checksums, truncation),
+//! and checks a merged view against the spec it came from.
 //!
-//! Names and link targets are written raw (PAX `path`/`linkpath` past 100 bytes), so a case
-//! says exactly which bytes the driver receives.
+//! Three levels, each built on the one below:
+//! - [`make_tar`] writes a list of [`Entry`] values, the usual way to describe a layer;
+//!   [`with_parents`] adds the directories a list leaves implicit.
+//! - [`Tar`] appends entries, raw headers, PAX headers and raw bytes in any order, and
+//!   finishes with or without the end-of-archive blocks.
+//! - [`header`] and [`pax_record`] are the bytes themselves, for a test that edits a header
+//!   field before the checksum (or after it, to break it).
+//!
+//! Names and link targets are written raw: the first 100 bytes in the ustar field, the whole
+//! of a longer one in a PAX `path`/`linkpath` record, so a case says exactly which bytes the
+//! reader receives. Extension headers are ustar `x` members named `././@PaxHeader`, mode
+//! 0644, [`DEFAULT_MTIME`]; every header carries device numbers (zero but for devices) and
+//! the ustar magic. It must not grow a reader: tests read tars back with the `tar` crate.
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -35,6 +48,28 @@ pub enum EntryKind {
     Block(u32, u32),
 }
 
+impl EntryKind {
+    /// The type flag, body and link name this kind writes.
+    fn parts(&self) -> (u8, &[u8], &[u8]) {
+        match self {
+            EntryKind::File(c) => (b'0', c, b""),
+            EntryKind::Dir => (b'5', b"", b""),
+            EntryKind::Symlink(t) => (b'2', b"", t),
+            EntryKind::Hardlink(t) => (b'1', b"", t),
+            EntryKind::Fifo => (b'6', b"", b""),
+            EntryKind::Char(..) => (b'3', b"", b""),
+            EntryKind::Block(..) => (b'4', b"", b""),
+        }
+    }
+
+    fn dev(&self) -> (u32, u32) {
+        match *self {
+            EntryKind::Char(ma, mi) | EntryKind::Block(ma, mi) => (ma, mi),
+            _ => (0, 0),
+        }
+    }
+}
+
 /// One tar entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -50,14 +85,20 @@ pub struct Entry {
     pub gid: u64,
     /// Modification time, seconds.
     pub mtime: u64,
-    /// Extended attributes, as `SCHILY.xattr.<name>` PAX records.
-    pub xattrs: Vec<(String, Vec<u8>)>,
-    /// Other PAX records, raw.
+    /// PAX records written in an `x` header before the entry, in order; extended attributes
+    /// are `SCHILY.xattr.<name>` records among them (see [`Entry::xattrs`]).
     pub pax: Vec<(String, Vec<u8>)>,
+    /// The header's type flag when it must differ from the one `kind` writes (`7`, an
+    /// old-style `\0`, an unknown `Z`); the body and link name still come from `kind`.
+    pub typeflag: Option<u8>,
+    /// The header's size field when it must differ from the body's length (the body written
+    /// is the kind's all the same).
+    pub size: Option<u64>,
 }
 
 impl Entry {
-    fn new(path: impl AsRef<[u8]>, kind: EntryKind, mode: u32) -> Entry {
+    /// An entry of this kind and mode, owned by 0:0, at [`DEFAULT_MTIME`].
+    pub fn new(path: impl AsRef<[u8]>, kind: EntryKind, mode: u32) -> Entry {
         Entry {
             path: path.as_ref().to_vec(),
             kind,
@@ -65,9 +106,16 @@ impl Entry {
             uid: 0,
             gid: 0,
             mtime: DEFAULT_MTIME,
-            xattrs: Vec::new(),
             pax: Vec::new(),
+            typeflag: None,
+            size: None,
         }
+    }
+
+    /// An entry with this type flag and nothing else: no body, no link name, devices 0 (an
+    /// unknown type, an old-style `\0` entry, a block device without numbers).
+    pub fn raw(path: impl AsRef<[u8]>, typeflag: u8, mode: u32) -> Entry {
+        Entry::new(path, EntryKind::File(Vec::new()), mode).typeflag(typeflag)
     }
 
     /// A regular file, 0644.
@@ -85,7 +133,7 @@ impl Entry {
         Entry::new(path, EntryKind::Symlink(target.as_ref().to_vec()), 0o777)
     }
 
-    /// A hardlink to an earlier entry.
+    /// A hardlink to an earlier entry, 0644.
     pub fn hardlink(path: impl AsRef<[u8]>, target: impl AsRef<[u8]>) -> Entry {
         Entry::new(path, EntryKind::Hardlink(target.as_ref().to_vec()), 0o644)
     }
@@ -107,15 +155,7 @@ impl Entry {
 
     /// The whiteout that hides `path` (`dir/.wh.name`), an empty 0600 file.
     pub fn whiteout(path: &str) -> Entry {
-        let (dir, name) = match path.rsplit_once('/') {
-            Some((d, n)) => (format!("{d}/"), n),
-            None => (String::new(), path),
-        };
-        Entry::new(
-            format!("{dir}.wh.{name}"),
-            EntryKind::File(Vec::new()),
-            0o600,
-        )
+        Entry::new(whiteout_path(path), EntryKind::File(Vec::new()), 0o600)
     }
 
     /// The opaque marker of directory `dir` (`dir/.wh..wh..opq`; `""` for the root).
@@ -147,17 +187,46 @@ impl Entry {
         self
     }
 
-    /// With this xattr.
-    pub fn xattr(mut self, name: &str, value: impl AsRef<[u8]>) -> Entry {
-        self.xattrs
-            .push((name.to_string(), value.as_ref().to_vec()));
-        self
+    /// With this mtime to the nanosecond: seconds in the header, and a PAX `mtime` record
+    /// `secs.nnnnnnnnn` unless `nanos` is 0.
+    pub fn mtime_ns(mut self, secs: u64, nanos: u32) -> Entry {
+        self.mtime = secs;
+        if nanos == 0 {
+            self
+        } else {
+            self.pax("mtime", format!("{secs}.{nanos:09}"))
+        }
+    }
+
+    /// With this xattr (a `SCHILY.xattr.<name>` PAX record).
+    pub fn xattr(self, name: &str, value: impl AsRef<[u8]>) -> Entry {
+        self.pax(&format!("SCHILY.xattr.{name}"), value)
     }
 
     /// With this raw PAX record.
     pub fn pax(mut self, key: &str, value: impl AsRef<[u8]>) -> Entry {
         self.pax.push((key.to_string(), value.as_ref().to_vec()));
         self
+    }
+
+    /// With this type flag in the header instead of the kind's.
+    pub fn typeflag(mut self, typeflag: u8) -> Entry {
+        self.typeflag = Some(typeflag);
+        self
+    }
+
+    /// With this size field in the header instead of the body's length.
+    pub fn size(mut self, size: u64) -> Entry {
+        self.size = Some(size);
+        self
+    }
+
+    /// The extended attributes among the PAX records, in order.
+    pub fn xattrs(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.pax.iter().filter_map(|(k, v)| {
+            k.strip_prefix("SCHILY.xattr.")
+                .map(|name| (name, v.as_slice()))
+        })
     }
 
     /// Whether this entry is a whiteout or an opaque marker (by its last name component).
@@ -167,66 +236,161 @@ impl Entry {
     }
 }
 
+/// `dir/.wh.name` for `dir/name`: the name of the whiteout that hides `path`.
+pub fn whiteout_path(path: &str) -> String {
+    match path.rsplit_once('/') {
+        Some((d, n)) => format!("{d}/.wh.{n}"),
+        None => format!(".wh.{path}"),
+    }
+}
+
+/// `entries` with the parent directories they leave implicit: each missing parent is an
+/// [`Entry::dir`] (0755, [`DEFAULT_MTIME`]) just before the first entry under it. A
+/// directory entry the list has already written counts as present.
+pub fn with_parents(entries: &[Entry]) -> Vec<Entry> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        let path = e.path.strip_suffix(b"/").unwrap_or(&e.path);
+        for (i, _) in path.iter().enumerate().filter(|(_, b)| **b == b'/') {
+            let parent = &path[..i];
+            if !parent.is_empty() && seen.insert(parent.to_vec()) {
+                out.push(Entry::dir(parent));
+            }
+        }
+        if e.kind == EntryKind::Dir {
+            seen.insert(path.to_vec());
+        }
+        out.push(e.clone());
+    }
+    out
+}
+
+/// Writes `entries` as an uncompressed tar, followed by the end-of-archive blocks.
+pub fn make_tar(entries: &[Entry]) -> Vec<u8> {
+    Tar::new().entries(entries).finish()
+}
+
+/// One PAX record, `"<len> key=value\n"`, its length counting itself.
+pub fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    let body = key.len() + value.len() + 3;
+    let mut len = body + 1;
+    while len.to_string().len() + body != len {
+        len += 1;
+    }
+    let mut out = format!("{len} {key}=").into_bytes();
+    out.extend_from_slice(value);
+    out.push(b'\n');
+    out
+}
+
+/// A 512-byte ustar header at [`DEFAULT_MTIME`], owned by 0:0, checksum not yet set
+/// ([`Tar::member`] sets it). The type flag is written raw (`0` stays a NUL byte); names and
+/// link names longer than their 100-byte fields are cut.
+pub fn header(name: &[u8], typeflag: u8, mode: u32, size: u64, link: &[u8]) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    put_raw(&mut h.as_old_mut().name, name);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_mtime(DEFAULT_MTIME);
+    h.as_mut_bytes()[156] = typeflag;
+    put_raw(&mut h.as_old_mut().linkname, link);
+    h
+}
+
 fn put_raw(field: &mut [u8], value: &[u8]) {
     let n = value.len().min(field.len());
     field.fill(0);
     field[..n].copy_from_slice(&value[..n]);
 }
 
-/// Writes `entries` as an uncompressed tar, followed by the end-of-archive blocks.
-pub fn make_tar(entries: &[Entry]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for e in entries {
-        append(&mut b, e).expect("writing a tar to memory");
-    }
-    b.into_inner().expect("finishing a tar in memory")
+/// A tar being written piece by piece; [`Tar::finish`] adds the end-of-archive blocks, and
+/// `buf` is the archive without them (a stream that just stops).
+#[derive(Debug, Default, Clone)]
+pub struct Tar {
+    /// What has been written so far.
+    pub buf: Vec<u8>,
 }
 
-fn append(b: &mut tar::Builder<Vec<u8>>, e: &Entry) -> std::io::Result<()> {
-    let mut pax = e.pax.clone();
-    for (k, v) in &e.xattrs {
-        pax.push((format!("SCHILY.xattr.{k}"), v.clone()));
+impl Tar {
+    /// An empty archive.
+    pub fn new() -> Tar {
+        Tar::default()
     }
-    if e.path.len() > 100 {
-        pax.push(("path".into(), e.path.clone()));
+
+    /// Appends raw bytes (a zero block, half a header).
+    pub fn raw(&mut self, bytes: &[u8]) -> &mut Tar {
+        self.buf.extend_from_slice(bytes);
+        self
     }
-    let (ty, data, link): (tar::EntryType, &[u8], &[u8]) = match &e.kind {
-        EntryKind::File(c) => (tar::EntryType::Regular, c, b""),
-        EntryKind::Dir => (tar::EntryType::Directory, b"", b""),
-        EntryKind::Symlink(t) => (tar::EntryType::Symlink, b"", t),
-        EntryKind::Hardlink(t) => (tar::EntryType::Link, b"", t),
-        EntryKind::Fifo => (tar::EntryType::Fifo, b"", b""),
-        EntryKind::Char(..) => (tar::EntryType::Char, b"", b""),
-        EntryKind::Block(..) => (tar::EntryType::Block, b"", b""),
-    };
-    if link.len() > 100 {
-        pax.push(("linkpath".into(), link.to_vec()));
+
+    /// Appends a header, with its checksum set here, and `data` padded to the block size.
+    pub fn member(&mut self, mut h: tar::Header, data: &[u8]) -> &mut Tar {
+        h.set_cksum();
+        self.buf.extend_from_slice(h.as_bytes());
+        self.data(data)
     }
-    if !pax.is_empty() {
-        b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
+
+    /// Appends `data` padded to the block size.
+    pub fn data(&mut self, data: &[u8]) -> &mut Tar {
+        self.buf.extend_from_slice(data);
+        let pad = (512 - data.len() % 512) % 512;
+        self.buf.extend(std::iter::repeat_n(0, pad));
+        self
     }
-    let mut h = tar::Header::new_ustar();
-    {
-        let u = h.as_ustar_mut().expect("a ustar header");
-        put_raw(&mut u.name, &e.path);
-        put_raw(&mut u.linkname, link);
+
+    /// Appends a PAX `x` member with `records`.
+    pub fn pax(&mut self, records: &[(String, Vec<u8>)]) -> &mut Tar {
+        let body: Vec<u8> = records.iter().flat_map(|(k, v)| pax_record(k, v)).collect();
+        let h = header(b"././@PaxHeader", b'x', 0o644, body.len() as u64, b"");
+        self.member(h, &body)
     }
-    h.set_entry_type(ty);
-    h.set_mode(e.mode);
-    h.set_uid(e.uid);
-    h.set_gid(e.gid);
-    h.set_mtime(e.mtime);
-    h.set_size(data.len() as u64);
-    if let EntryKind::Char(ma, mi) | EntryKind::Block(ma, mi) = e.kind {
-        h.set_device_major(ma)?;
-        h.set_device_minor(mi)?;
+
+    /// Appends an entry, after a PAX member with its records when it has any (a name or link
+    /// name over 100 bytes adds `path`/`linkpath` to them).
+    pub fn push(&mut self, e: &Entry) -> &mut Tar {
+        let (typeflag, data, link) = e.kind.parts();
+        let mut pax = e.pax.clone();
+        if e.path.len() > 100 {
+            pax.push(("path".into(), e.path.clone()));
+        }
+        if link.len() > 100 {
+            pax.push(("linkpath".into(), link.to_vec()));
+        }
+        if !pax.is_empty() {
+            self.pax(&pax);
+        }
+        let typeflag = e.typeflag.unwrap_or(typeflag);
+        let size = e.size.unwrap_or(data.len() as u64);
+        let mut h = header(&e.path, typeflag, e.mode, size, link);
+        h.set_uid(e.uid);
+        h.set_gid(e.gid);
+        h.set_mtime(e.mtime);
+        let (major, minor) = e.kind.dev();
+        h.set_device_major(major).expect("a ustar header");
+        h.set_device_minor(minor).expect("a ustar header");
+        self.member(h, data)
     }
-    h.set_cksum();
-    b.append(&h, data)
+
+    /// Appends every entry.
+    pub fn entries<'a>(&mut self, es: impl IntoIterator<Item = &'a Entry>) -> &mut Tar {
+        for e in es {
+            self.push(e);
+        }
+        self
+    }
+
+    /// The archive with its end-of-archive blocks.
+    pub fn finish(&self) -> Vec<u8> {
+        let mut out = self.buf.clone();
+        out.extend(std::iter::repeat_n(0, 1024));
+        out
+    }
 }
 
-/// A raw entry with any type flag and body (a GNU `L` long name, an unknown type), without
-/// the end-of-archive blocks: splice it into a tar made by [`make_tar`] with [`splice`].
+/// A raw entry in a GNU header with any type flag and body (a GNU `L` long name, an unknown
+/// type), without the end-of-archive blocks: splice it into a tar made by [`make_tar`] with
+/// [`splice`].
 pub fn raw_entry(name: &[u8], typeflag: u8, body: &[u8]) -> Vec<u8> {
     let mut h = tar::Header::new_gnu();
     put_raw(&mut h.as_gnu_mut().expect("a gnu header").name, name);
@@ -234,11 +398,9 @@ pub fn raw_entry(name: &[u8], typeflag: u8, body: &[u8]) -> Vec<u8> {
     h.set_mode(0o644);
     h.set_mtime(DEFAULT_MTIME);
     h.set_size(body.len() as u64);
-    h.set_cksum();
-    let mut out = h.as_bytes().to_vec();
-    out.extend_from_slice(body);
-    out.resize(out.len().div_ceil(512) * 512, 0);
-    out
+    let mut t = Tar::new();
+    t.member(h, body);
+    t.buf
 }
 
 /// `raw` put in front of the archive `tar`.
@@ -350,11 +512,11 @@ pub fn verify_entries(root: &Path, entries: &[Entry], how: Verify) -> Result<(),
         if how.mtimes && (ft.is_file() || ft.is_dir()) {
             ensure_eq!(md.mtime(), e.mtime as i64, "{p}: mtime");
         }
-        if !e.xattrs.is_empty() {
+        if e.xattrs().next().is_some() {
             let got = crate::tree::xattrs(&path).ctx(format!("xattrs of {p}"))?;
-            for (k, v) in &e.xattrs {
+            for (k, v) in e.xattrs() {
                 ensure!(
-                    got.get(k.as_bytes()) == Some(v),
+                    got.get(k.as_bytes()).map(Vec::as_slice) == Some(v),
                     "{p}: xattr {k} should be {:?}, got {:?}",
                     String::from_utf8_lossy(v),
                     got.get(k.as_bytes())
@@ -443,5 +605,75 @@ mod tests {
             .map(|e| e.unwrap().path_bytes().into_owned())
             .collect();
         assert_eq!(names, vec![b"weird".to_vec(), b"a".to_vec()]);
+    }
+
+    #[test]
+    fn overrides_land_in_the_header_and_the_body_stays_the_kinds() {
+        let tar = make_tar(&[
+            Entry::file("c", "abc").typeflag(b'7').size(0),
+            Entry::raw("old/", 0, 0o755),
+            Entry::block_dev("b", 7, 9),
+        ]);
+        let h = |at: usize| tar::Header::from_byte_slice(&tar[at..at + 512]).clone();
+        assert_eq!(tar[156], b'7');
+        assert_eq!(h(0).size().unwrap(), 0);
+        assert_eq!(&tar[512..515], b"abc");
+        assert_eq!(
+            tar[1024 + 156],
+            0,
+            "an old-style type flag stays a NUL byte"
+        );
+        assert_eq!(h(1024).path_bytes().as_ref(), b"old/");
+        assert_eq!(h(1536).device_major().unwrap(), Some(7));
+        assert_eq!(h(1536).device_minor().unwrap(), Some(9));
+        assert_eq!(tar.len(), 2048 + 1024);
+        assert!(tar[2048..].iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn pieces_write_what_they_say() {
+        assert_eq!(pax_record("path", b"x"), b"9 path=x\n");
+        // The length counts its own digits: 99 bytes without them, 102 with.
+        assert_eq!(pax_record("k", &[b'v'; 95]).len(), 102);
+        let mut t = Tar::new();
+        t.pax(&[("path".into(), b"x".to_vec())])
+            .raw(&[1; 3])
+            .data(b"");
+        assert_eq!(t.buf.len(), 1024 + 3);
+        assert_eq!(t.buf[156], b'x');
+        assert_eq!(&t.buf[..14], b"././@PaxHeader");
+        let mut h = header(b"n", b'0', 0o600, 5, b"");
+        h.set_cksum();
+        assert!(h.cksum().is_ok());
+        assert_eq!(h.mtime().unwrap(), DEFAULT_MTIME);
+        assert_eq!(Tar::new().finish(), vec![0; 1024]);
+    }
+
+    #[test]
+    fn nanosecond_mtimes_are_a_pax_record() {
+        assert!(Entry::file("f", "").mtime_ns(5, 0).pax.is_empty());
+        let e = Entry::file("f", "").mtime_ns(5, 7);
+        assert_eq!(e.mtime, 5);
+        assert_eq!(e.pax, vec![("mtime".to_string(), b"5.000000007".to_vec())]);
+        let e = Entry::file("f", "").xattr("user.a", "1").pax("k", "v");
+        assert_eq!(e.xattrs().collect::<Vec<_>>(), vec![("user.a", &b"1"[..])]);
+    }
+
+    #[test]
+    fn parents_come_once_before_their_children() {
+        let es = with_parents(&[
+            Entry::dir("a").mode(0o700),
+            Entry::file("a/b/c", ""),
+            Entry::file("a/b/d", ""),
+            Entry::symlink("x/y/", "t"),
+            Entry::file("top", ""),
+        ]);
+        let names: Vec<&[u8]> = es.iter().map(|e| e.path.as_slice()).collect();
+        let want: [&[u8]; 7] = [b"a", b"a/b", b"a/b/c", b"a/b/d", b"x", b"x/y/", b"top"];
+        assert_eq!(names, want);
+        assert_eq!(es[0].mode, 0o700, "an entry the list has is kept as it is");
+        assert_eq!((es[1].kind.clone(), es[1].mode), (EntryKind::Dir, 0o755));
+        assert_eq!(whiteout_path("a/b"), "a/.wh.b");
+        assert_eq!(whiteout_path("b"), ".wh.b");
     }
 }

@@ -306,7 +306,7 @@ async fn the_suite_catches_broken_drivers() {
                     why.lines().next().unwrap_or("")
                 ),
                 Outcome::Skipped(why) if why.contains("root") => {
-                    eprintln!("SKIPPED: {name} with bug {bug}: {why}")
+                    strata_conformance::skip!("{name} with bug {bug}: {why}")
                 }
                 other => escaped.push(format!("{bug}: {name} ended {other:?}")),
             }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+use strata_conformance::tarfile::{Entry, make_tar};
 use strata_driver_api::{Driver, ErrorKind};
 use strata_engine::config::{Environment, PluginConfig};
 use strata_engine::plugin::{self, PluginDriver, PluginSpec};
@@ -70,7 +71,7 @@ fn a_library_without_the_entry_symbol_is_refused() {
         .filter_map(|l| l.split_whitespace().nth(5))
         .find(|p| p.contains("/libc.so"))
     else {
-        eprintln!("SKIPPED: no shared libc mapped into this process");
+        strata_conformance::skip!("no shared libc mapped into this process");
         return;
     };
     let err = plugin::load(Path::new(libc)).unwrap_err();
@@ -170,16 +171,7 @@ async fn the_engine_runs_on_the_plugin() {
     let c = config(tmp.path(), "vfs", vec![entry(&[("reflink", "auto")])]);
     let engine = Engine::open(c).await.unwrap();
     assert_eq!(engine.driver().name(), "vfs");
-    let tar = {
-        let mut b = tar_builder();
-        let data = b"hello from a plugin\n";
-        let mut h = tar::Header::new_ustar();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, "greeting", &data[..]).unwrap();
-        b.into_inner().unwrap()
-    };
+    let tar = make_tar(&[Entry::file("greeting", "hello from a plugin\n")]);
     let layer = engine
         .import(std::io::Cursor::new(tar), Default::default())
         .await
@@ -202,8 +194,4 @@ async fn the_engine_runs_on_the_plugin() {
     );
     let err = Engine::open(c).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
-}
-
-fn tar_builder() -> tar::Builder<Vec<u8>> {
-    tar::Builder::new(Vec::new())
 }

@@ -1,6 +1,6 @@
-//! Helpers for the archive tests (merged from the apply and write branches; the write side's
-//! `tar_of(root, whiteouts)` is `tar_of_dir` here). For `apply_tar`: a tar writer that can write hostile headers, a test
-//! environment with canaries outside the root, and a tree dump to compare exact results.
+//! Helpers for the archive tests: a test environment with canaries outside the root, a tree
+//! dump to compare exact results, trees built with exact metadata, and tars read back. Tars
+//! are written with `strata_conformance::tarfile`, the one builder of the workspace.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -16,215 +16,7 @@ use rustix::fs::{Gid, Uid};
 use strata_archive::{ErrorKind, Result};
 use strata_archive::{WhiteoutFormat, WriteOptions, write_tar};
 
-/// Whether the tests run as root.
-pub fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-/// Prints why a test is skipped; use as `if !root_or_skip("...") { return; }`.
-pub fn root_or_skip(test: &str) -> bool {
-    if !is_root() {
-        eprintln!("skipped {test}: needs root");
-        return false;
-    }
-    true
-}
-
-/// One tar entry, written with raw bytes where a test wants hostile values.
-#[derive(Debug, Clone)]
-pub struct E {
-    pub name: Vec<u8>,
-    pub typeflag: u8,
-    pub mode: u32,
-    pub uid: u64,
-    pub gid: u64,
-    pub mtime: u64,
-    pub link: Vec<u8>,
-    pub data: Vec<u8>,
-    /// Header size field, when it must differ from `data.len()`.
-    pub size: Option<u64>,
-    pub dev: (u32, u32),
-    /// PAX records written in an `x` header before this entry.
-    pub pax: Vec<(String, Vec<u8>)>,
-}
-
-impl E {
-    pub fn new(name: impl AsRef<[u8]>, typeflag: u8, mode: u32) -> E {
-        E {
-            name: name.as_ref().to_vec(),
-            typeflag,
-            mode,
-            uid: 0,
-            gid: 0,
-            mtime: 1_600_000_000,
-            link: Vec::new(),
-            data: Vec::new(),
-            size: None,
-            dev: (0, 0),
-            pax: Vec::new(),
-        }
-    }
-    pub fn file(name: impl AsRef<[u8]>, data: impl AsRef<[u8]>) -> E {
-        let mut e = E::new(name, b'0', 0o644);
-        e.data = data.as_ref().to_vec();
-        e
-    }
-    pub fn dir(name: impl AsRef<[u8]>) -> E {
-        E::new(name, b'5', 0o755)
-    }
-    pub fn symlink(name: impl AsRef<[u8]>, target: impl AsRef<[u8]>) -> E {
-        let mut e = E::new(name, b'2', 0o777);
-        e.link = target.as_ref().to_vec();
-        e
-    }
-    pub fn hardlink(name: impl AsRef<[u8]>, target: impl AsRef<[u8]>) -> E {
-        let mut e = E::new(name, b'1', 0o644);
-        e.link = target.as_ref().to_vec();
-        e
-    }
-    pub fn fifo(name: impl AsRef<[u8]>) -> E {
-        E::new(name, b'6', 0o644)
-    }
-    pub fn chardev(name: impl AsRef<[u8]>, major: u32, minor: u32) -> E {
-        let mut e = E::new(name, b'3', 0o666);
-        e.dev = (major, minor);
-        e
-    }
-    pub fn mode(mut self, mode: u32) -> E {
-        self.mode = mode;
-        self
-    }
-    pub fn owner(mut self, uid: u64, gid: u64) -> E {
-        self.uid = uid;
-        self.gid = gid;
-        self
-    }
-    pub fn mtime(mut self, mtime: u64) -> E {
-        self.mtime = mtime;
-        self
-    }
-    pub fn size(mut self, size: u64) -> E {
-        self.size = Some(size);
-        self
-    }
-    pub fn pax(mut self, key: &str, value: impl AsRef<[u8]>) -> E {
-        self.pax.push((key.to_string(), value.as_ref().to_vec()));
-        self
-    }
-    pub fn xattr(self, name: &str, value: impl AsRef<[u8]>) -> E {
-        self.pax(&format!("SCHILY.xattr.{name}"), value)
-    }
-}
-
-/// One PAX record, `"<len> key=value\n"`.
-pub fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
-    let body = key.len() + value.len() + 3;
-    let mut len = body + 1;
-    while len.to_string().len() + body != len {
-        len += 1;
-    }
-    let mut out = format!("{len} {key}=").into_bytes();
-    out.extend_from_slice(value);
-    out.push(b'\n');
-    out
-}
-
-/// A 512-byte ustar header. Names and link names longer than the fields are cut (use PAX).
-pub fn header(name: &[u8], typeflag: u8, mode: u32, size: u64, link: &[u8]) -> tar::Header {
-    let mut h = tar::Header::new_ustar();
-    let n = name.len().min(100);
-    h.as_old_mut().name[..n].copy_from_slice(&name[..n]);
-    h.set_mode(mode);
-    h.set_size(size);
-    h.set_mtime(1_600_000_000);
-    // Raw, so that `\0` stays `\0` (the crate writes `0` for it).
-    h.as_mut_bytes()[156] = typeflag;
-    let l = link.len().min(100);
-    h.as_old_mut().linkname[..l].copy_from_slice(&link[..l]);
-    h
-}
-
-/// A tar being written by hand.
-#[derive(Debug, Default)]
-pub struct Tar {
-    pub buf: Vec<u8>,
-}
-
-impl Tar {
-    pub fn new() -> Tar {
-        Tar::default()
-    }
-
-    /// Appends raw bytes.
-    pub fn raw(&mut self, bytes: &[u8]) -> &mut Tar {
-        self.buf.extend_from_slice(bytes);
-        self
-    }
-
-    /// Appends a header (checksum set here) and `data` padded to the block size.
-    pub fn member(&mut self, mut h: tar::Header, data: &[u8]) -> &mut Tar {
-        h.set_cksum();
-        self.buf.extend_from_slice(h.as_bytes());
-        self.data(data)
-    }
-
-    /// Appends `data` padded to the block size.
-    pub fn data(&mut self, data: &[u8]) -> &mut Tar {
-        self.buf.extend_from_slice(data);
-        let pad = (512 - data.len() % 512) % 512;
-        self.buf.extend(std::iter::repeat_n(0, pad));
-        self
-    }
-
-    /// Appends a PAX `x` member with `records`.
-    pub fn pax(&mut self, records: &[(String, Vec<u8>)]) -> &mut Tar {
-        let body: Vec<u8> = records.iter().flat_map(|(k, v)| pax_record(k, v)).collect();
-        let h = header(b"././@PaxHeader", b'x', 0o644, body.len() as u64, b"");
-        self.member(h, &body)
-    }
-
-    /// Appends an entry; a name or link over 100 bytes goes into PAX `path`/`linkpath`.
-    pub fn push(&mut self, e: E) -> &mut Tar {
-        let mut pax = e.pax.clone();
-        if e.name.len() > 100 {
-            pax.push(("path".into(), e.name.clone()));
-        }
-        if e.link.len() > 100 {
-            pax.push(("linkpath".into(), e.link.clone()));
-        }
-        if !pax.is_empty() {
-            self.pax(&pax);
-        }
-        let size = e.size.unwrap_or(e.data.len() as u64);
-        let mut h = header(&e.name, e.typeflag, e.mode, size, &e.link);
-        h.set_uid(e.uid);
-        h.set_gid(e.gid);
-        h.set_mtime(e.mtime);
-        h.set_device_major(e.dev.0).unwrap();
-        h.set_device_minor(e.dev.1).unwrap();
-        self.member(h, &e.data)
-    }
-
-    /// Appends every entry.
-    pub fn entries(&mut self, es: impl IntoIterator<Item = E>) -> &mut Tar {
-        for e in es {
-            self.push(e);
-        }
-        self
-    }
-
-    /// The tar with its end-of-archive marker.
-    pub fn finish(&mut self) -> Vec<u8> {
-        let mut out = self.buf.clone();
-        out.extend(std::iter::repeat_n(0, 1024));
-        out
-    }
-}
-
-/// A tar of `entries`, finished.
-pub fn tar_of(entries: impl IntoIterator<Item = E>) -> Vec<u8> {
-    Tar::new().entries(entries).finish()
-}
+pub use strata_conformance::skip::is_root;
 
 /// A temporary directory with the layer root at `root` and canaries beside it, in `outside`.
 pub struct Env {
@@ -417,16 +209,6 @@ pub const MODES: [WhiteoutMode; 3] = [
 
 // ---- from the write branch: building trees with exact metadata, reading tars back ----
 
-/// Prints why a test is skipped and says whether it must be.
-pub fn skip_unless_root(test: &str) -> bool {
-    if is_root() {
-        false
-    } else {
-        eprintln!("skipping {test}: needs root");
-        true
-    }
-}
-
 pub fn write(path: &Path, data: &[u8]) {
     std::fs::write(path, data).unwrap();
 }
@@ -523,7 +305,7 @@ pub fn tar_of_dir(root: &Path, whiteouts: WhiteoutFormat) -> Vec<u8> {
 
 /// One entry as read back with the tar crate.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub struct ReadEntry {
     pub path: String,
     pub kind: tar::EntryType,
     pub mode: u32,
@@ -537,7 +319,7 @@ pub struct Entry {
     pub data: Vec<u8>,
 }
 
-impl Entry {
+impl ReadEntry {
     pub fn xattr(&self, name: &str) -> Option<&[u8]> {
         let key = format!("SCHILY.xattr.{name}");
         self.pax
@@ -554,7 +336,7 @@ impl Entry {
     }
 }
 
-pub fn read_tar(bytes: &[u8]) -> Vec<Entry> {
+pub fn read_tar(bytes: &[u8]) -> Vec<ReadEntry> {
     assert_eq!(bytes.len() % 512, 0, "a tar is whole blocks");
     assert!(bytes.len() >= 1024);
     assert!(
@@ -585,7 +367,7 @@ pub fn read_tar(bytes: &[u8]) -> Vec<Entry> {
         let link = e.link_name_bytes().map(|l| l.to_vec());
         let mut data = Vec::new();
         e.read_to_end(&mut data).unwrap();
-        out.push(Entry {
+        out.push(ReadEntry {
             path,
             kind,
             mode: h.mode().unwrap(),
@@ -601,11 +383,11 @@ pub fn read_tar(bytes: &[u8]) -> Vec<Entry> {
     out
 }
 
-pub fn names(entries: &[Entry]) -> Vec<&str> {
+pub fn names(entries: &[ReadEntry]) -> Vec<&str> {
     entries.iter().map(|e| e.path.as_str()).collect()
 }
 
-pub fn find<'a>(entries: &'a [Entry], path: &str) -> &'a Entry {
+pub fn find<'a>(entries: &'a [ReadEntry], path: &str) -> &'a ReadEntry {
     entries
         .iter()
         .find(|e| e.path == path)

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use strata_conformance::tarfile::{Entry, make_tar, stream};
 use strata_driver_api::{CreateOpts, Driver, LayerId, MountOpts, TarStream};
 use strata_driver_block::{BlockDriver, Config, Fs};
 
@@ -60,14 +61,8 @@ impl Drop for Scratch {
 }
 
 fn tar_of(name: &str, len: usize) -> TarStream {
-    let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_size(len as u64);
-    h.set_mode(0o644);
-    h.set_cksum();
     let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-    b.append_data(&mut h, name, &data[..]).unwrap();
-    Box::pin(std::io::Cursor::new(b.into_inner().unwrap()))
+    stream(make_tar(&[Entry::file(name, data)]))
 }
 
 fn id(s: &str) -> LayerId {
@@ -155,7 +150,7 @@ async fn main() {
         .map(|s| s.parse().expect("ROUNDS"))
         .unwrap_or(9);
     if let Err(e) = strata_driver_block::probe() {
-        eprintln!("SKIPPED: block bench: {e}");
+        strata_conformance::skip::print("block_bench", e);
         return;
     }
     let tmp = tempfile::Builder::new()
@@ -226,7 +221,7 @@ async fn main() {
         drop(d);
         drop(xfs);
     } else {
-        println!("(xfs rows skipped: mkfs.xfs not found)");
+        strata_conformance::skip::print("block_bench", "the xfs rows: mkfs.xfs not found");
     }
     drop(ext4);
 }

@@ -74,7 +74,7 @@ fn reflink_on_xfs() {
         .output()
         .is_err()
     {
-        eprintln!("SKIPPED: reflink_on_xfs: mkfs.xfs not found (install xfsprogs)");
+        strata_conformance::skip!("mkfs.xfs not found (install xfsprogs)");
         return;
     }
     let t = TestDir::new();
@@ -338,7 +338,7 @@ fn xfs_images_stack_and_diff() {
         .output()
         .is_err()
     {
-        eprintln!("SKIPPED: xfs_images_stack_and_diff: mkfs.xfs not found (install xfsprogs)");
+        strata_conformance::skip!("mkfs.xfs not found (install xfsprogs)");
         return;
     }
     let t = TestDir::new();

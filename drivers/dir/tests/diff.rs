@@ -6,58 +6,13 @@ use std::collections::BTreeSet;
 use std::fs;
 
 use common::*;
+use strata_conformance::tarfile::{Entry, make_tar, raw_entry, splice, stream};
 use strata_driver_api::{Driver, ErrorKind, TarStream, naive};
 use tokio::io::AsyncReadExt;
 
-/// One tar entry for [`tar_of`].
-enum E<'a> {
-    Dir(&'a str, u32),
-    File(&'a str, &'a str, u32),
-    Link(&'a str, &'a str),
-    Sym(&'a str, &'a str),
-}
-
-fn tar_of(entries: &[E<'_>]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for e in entries {
-        let mut h = tar::Header::new_ustar();
-        h.set_mtime(1_700_000_000);
-        h.set_uid(0);
-        h.set_gid(0);
-        let (name, data): (&str, &[u8]) = match e {
-            E::Dir(n, mode) => {
-                h.set_entry_type(tar::EntryType::Directory);
-                h.set_mode(*mode);
-                (n, b"")
-            }
-            E::File(n, text, mode) => {
-                h.set_entry_type(tar::EntryType::Regular);
-                h.set_mode(*mode);
-                (n, text.as_bytes())
-            }
-            E::Link(n, target) => {
-                h.set_entry_type(tar::EntryType::Link);
-                h.set_link_name(target).unwrap();
-                h.set_mode(0o644);
-                (n, b"")
-            }
-            E::Sym(n, target) => {
-                h.set_entry_type(tar::EntryType::Symlink);
-                h.set_link_name(target).unwrap();
-                h.set_mode(0o777);
-                (n, b"")
-            }
-        };
-        h.set_size(data.len() as u64);
-        h.set_path(name).unwrap();
-        h.set_cksum();
-        b.append(&h, data).unwrap();
-    }
-    b.into_inner().unwrap()
-}
-
-fn stream(bytes: Vec<u8>) -> TarStream {
-    Box::pin(std::io::Cursor::new(bytes))
+/// An entry at the mtime these layers use.
+fn at(e: Entry) -> Entry {
+    e.mtime(1_700_000_000)
 }
 
 async fn read_all(mut s: TarStream) -> Vec<u8> {
@@ -80,35 +35,35 @@ async fn diff(f: &Fixture, layer: &str, parent: Option<&str>) -> Vec<u8> {
 }
 
 fn base_tar() -> Vec<u8> {
-    tar_of(&[
-        E::Dir("etc", 0o755),
-        E::File("etc/passwd", "root:x:0:0", 0o644),
-        E::File("etc/shadow", "secret", 0o600),
-        E::Dir("usr", 0o755),
-        E::Dir("usr/bin", 0o755),
-        E::File("usr/bin/tool", "#!/bin/sh\n", 0o4755),
-        E::Link("usr/bin/tool2", "usr/bin/tool"),
-        E::Sym("usr/bin/alias", "tool"),
-        E::Dir("opq", 0o755),
-        E::File("opq/a", "a", 0o644),
-        E::File("opq/b", "b", 0o644),
-        E::Dir("gone", 0o755),
-        E::File("gone/x", "x", 0o644),
-        E::File("del", "d", 0o644),
+    make_tar(&[
+        at(Entry::dir("etc")),
+        at(Entry::file("etc/passwd", "root:x:0:0")),
+        at(Entry::file("etc/shadow", "secret").mode(0o600)),
+        at(Entry::dir("usr")),
+        at(Entry::dir("usr/bin")),
+        at(Entry::file("usr/bin/tool", "#!/bin/sh\n").mode(0o4755)),
+        at(Entry::hardlink("usr/bin/tool2", "usr/bin/tool")),
+        at(Entry::symlink("usr/bin/alias", "tool")),
+        at(Entry::dir("opq")),
+        at(Entry::file("opq/a", "a")),
+        at(Entry::file("opq/b", "b")),
+        at(Entry::dir("gone")),
+        at(Entry::file("gone/x", "x")),
+        at(Entry::file("del", "d")),
     ])
 }
 
 fn child_tar() -> Vec<u8> {
-    tar_of(&[
-        E::File(".wh.del", "", 0o644),
-        E::File(".wh.gone", "", 0o644),
-        E::Dir("etc", 0o755),
-        E::File("etc/passwd", "root:x:0:0\nuser:x:1000:1000", 0o644),
-        E::Dir("opq", 0o755),
-        E::File("opq/.wh..wh..opq", "", 0o644),
-        E::File("opq/new", "n", 0o644),
-        E::Dir("new", 0o700),
-        E::File("new/file", "brand new", 0o640),
+    make_tar(&[
+        at(Entry::file(".wh.del", "")),
+        at(Entry::file(".wh.gone", "")),
+        at(Entry::dir("etc")),
+        at(Entry::file("etc/passwd", "root:x:0:0\nuser:x:1000:1000")),
+        at(Entry::dir("opq")),
+        at(Entry::file("opq/.wh..wh..opq", "")),
+        at(Entry::file("opq/new", "n")),
+        at(Entry::dir("new").mode(0o700)),
+        at(Entry::file("new/file", "brand new").mode(0o640)),
     ])
 }
 
@@ -206,15 +161,8 @@ async fn apply_is_refused_while_mounted() {
 async fn hostile_tar_is_invalid_archive_and_writes_nothing_outside() {
     let f = Fixture::new();
     f.image("b", None).await;
-    let mut h = tar::Header::new_gnu();
-    h.as_mut_bytes()[..11].copy_from_slice(b"../../evil\0");
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_size(1);
-    h.set_mode(0o644);
-    h.set_cksum();
-    let mut b = tar::Builder::new(Vec::new());
-    b.append(&h, &b"x"[..]).unwrap();
-    let bytes = b.into_inner().unwrap();
+    // A GNU header, as the tar crate's builder would refuse the name.
+    let bytes = splice(&raw_entry(b"../../evil", b'0', b"x"), &make_tar(&[]));
     let err = f
         .drv
         .apply_diff(&id("b"), None, stream(bytes))
@@ -279,7 +227,7 @@ async fn a_diff_against_a_non_parent_is_naive_and_right() {
         &a,
         "t",
         Some("m"),
-        tar_of(&[E::File("top", "t", 0o644), E::File(".wh.usr", "", 0o644)]),
+        make_tar(&[at(Entry::file("top", "t")), at(Entry::file(".wh.usr", ""))]),
     )
     .await;
 

@@ -35,8 +35,9 @@ fn as_unprivileged(home: &Path, scenario: fn(&Path, Config), config: Config) {
 fn scenario(home: &Path, config: Config) {
     if config.mount == MountMode::Fuse {
         if let Err(why) = strata_driver_dir::fuse::usable() {
-            eprintln!(
-                "SKIPPED: unprivileged_user_round_trip_fuse: FUSE is not usable by uid {NOBODY}: {why}"
+            strata_conformance::skip::print(
+                "unprivileged_user_round_trip_fuse",
+                format_args!("FUSE is not usable by uid {NOBODY}: {why}"),
             );
             return;
         }

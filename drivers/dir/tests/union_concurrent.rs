@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::modes::U;
-use common::tarb::{T, tar};
 use common::*;
+use strata_conformance::tarfile::{Entry, make_tar, with_parents};
 
 per_mode!(
     a_writer_and_a_reader_at_once,
@@ -30,8 +30,15 @@ const CHUNK: usize = 16 << 10;
 async fn a_writer_and_a_reader_at_once(f: U) {
     let a0 = pattern(256 << 10, 1);
     let b0 = pattern(4 << 20, 2);
-    f.image("l0", None, tar(&[T::F("a", &a0), T::F("b", &b0)]))
-        .await;
+    f.image(
+        "l0",
+        None,
+        make_tar(&with_parents(&[
+            Entry::file("a", &a0),
+            Entry::file("b", &b0),
+        ])),
+    )
+    .await;
     f.container("c", Some("l0")).await;
     let v = f.get("c").await;
 
@@ -106,8 +113,8 @@ const ROUNDS: usize = 300;
 
 async fn create_unlink_and_rename_storms_in_one_dir(f: U) {
     let lower: Vec<String> = (0..LOWER).map(|k| format!("storm/lower-{k:03}")).collect();
-    let entries: Vec<T<'_>> = lower.iter().map(|p| T::F(p, "low")).collect();
-    f.image("l0", None, tar(&entries)).await;
+    let entries: Vec<Entry> = lower.iter().map(|p| Entry::file(p, "low")).collect();
+    f.image("l0", None, make_tar(&with_parents(&entries))).await;
     f.container("c", Some("l0")).await;
     let v = f.get("c").await;
     let dir = v.join("storm");

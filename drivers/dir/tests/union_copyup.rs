@@ -10,9 +10,9 @@ use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use common::modes::U;
-use common::tarb::{Meta, T, tar};
 use common::*;
 use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, XattrFlags};
+use strata_conformance::tarfile::{Entry, make_tar, with_parents};
 
 per_mode!(
     write_paths_copy_up_and_leave_the_lower_alone,
@@ -51,21 +51,16 @@ fn uid() -> String {
 }
 
 async fn write_paths_copy_up_and_leave_the_lower_alone(f: U) {
-    let rx = Meta {
-        xattrs: &[("user.gone", b"1"), ("user.stay", b"2")],
-        ..Meta::default()
-    };
-    let mut entries = vec![T::Full {
-        path: "rx",
-        text: "lower-rx",
-        dir: false,
-        meta: rx,
-    }];
+    let mut entries = vec![
+        Entry::file("rx", "lower-rx")
+            .xattr("user.gone", "1")
+            .xattr("user.stay", "2"),
+    ];
     let plain = ["w", "ow", "t", "tt", "m", "o", "u", "x", "ln", "untouched"];
     let texts: Vec<String> = plain.iter().map(|n| format!("lower-{n}")).collect();
-    entries.extend(plain.iter().zip(&texts).map(|(n, t)| T::F(n, t)));
-    entries.push(T::F("sub/deep", "lower-deep"));
-    f.image("l0", None, tar(&entries)).await;
+    entries.extend(plain.iter().zip(&texts).map(|(n, t)| Entry::file(n, t)));
+    entries.push(Entry::file("sub/deep", "lower-deep"));
+    f.image("l0", None, make_tar(&with_parents(&entries))).await;
     f.container("c", Some("l0")).await;
     let lower_before = describe(&f.diff("l0"));
     let v = f.get("c").await;
@@ -92,7 +87,7 @@ async fn write_paths_copy_up_and_leave_the_lower_alone(f: U) {
     if is_root() {
         std::os::unix::fs::chown(v.join("o"), Some(4321), Some(8765)).unwrap();
     } else {
-        eprintln!("{}: chown part skipped: needs root", f.test);
+        strata_conformance::skip::print(f.test, "the chown part needs root");
     }
     let ts = Timestamps {
         last_access: Timespec {
@@ -185,50 +180,27 @@ async fn write_paths_copy_up_and_leave_the_lower_alone(f: U) {
 
 async fn copy_up_keeps_mode_owner_times_and_xattrs(f: U) {
     let owner = if is_root() { (1234, 5678) } else { (0, 0) };
-    let meta = |mode, mtime, xattrs| Meta {
-        mode,
-        uid: owner.0,
-        gid: owner.1,
-        mtime,
-        xattrs,
+    let meta = |e: Entry, mode, (secs, nanos), xattrs: &[(&str, &[u8])]| {
+        let e = e.mode(mode).owner(owner.0, owner.1).mtime_ns(secs, nanos);
+        xattrs.iter().fold(e, |e, (k, v)| e.xattr(k, v))
     };
     let file_x: &[(&str, &[u8])] = &[("user.a", b"1"), ("user.b", b"two")];
     let ft = (1_600_000_000, 123_456_789);
     f.image(
         "l0",
         None,
-        tar(&[
-            T::Full {
-                path: "p",
-                text: "",
-                dir: true,
-                meta: meta(0o710, (1_500_000_000, 7), &[("user.d", b"dir")]),
-            },
-            T::Full {
-                path: "p/q",
-                text: "",
-                dir: true,
-                meta: meta(0o750, (1_500_000_001, 8), &[]),
-            },
-            T::Full {
-                path: "p/q/f",
-                text: "deep",
-                dir: false,
-                meta: meta(0o640, ft, file_x),
-            },
-            T::Full {
-                path: "keep",
-                text: "k",
-                dir: false,
-                meta: meta(0o640, ft, file_x),
-            },
-            T::Full {
-                path: "app",
-                text: "a",
-                dir: false,
-                meta: meta(0o604, ft, file_x),
-            },
-        ]),
+        make_tar(&with_parents(&[
+            meta(
+                Entry::dir("p"),
+                0o710,
+                (1_500_000_000, 7),
+                &[("user.d", b"dir")],
+            ),
+            meta(Entry::dir("p/q"), 0o750, (1_500_000_001, 8), &[]),
+            meta(Entry::file("p/q/f", "deep"), 0o640, ft, file_x),
+            meta(Entry::file("keep", "k"), 0o640, ft, file_x),
+            meta(Entry::file("app", "a"), 0o604, ft, file_x),
+        ])),
     )
     .await;
     f.container("c", Some("l0")).await;
@@ -236,7 +208,7 @@ async fn copy_up_keeps_mode_owner_times_and_xattrs(f: U) {
     let want_owner = if is_root() {
         owner
     } else {
-        eprintln!("{}: owner part skipped: needs root", f.test);
+        strata_conformance::skip::print(f.test, "the owner part needs root");
         let m = fs::metadata(v.join("keep")).unwrap();
         (m.uid() as u64, m.gid() as u64)
     };
@@ -261,8 +233,8 @@ async fn copy_up_keeps_mode_owner_times_and_xattrs(f: U) {
         for p in ["keep", "p/q/f"] {
             assert_eq!(xattr(&root.join(p), "user.c").as_deref(), Some(&b"3"[..]));
             let (atime, mtime) = times(&root.join(p));
-            assert_eq!(mtime, (ft.0, ft.1 as i64), "{when}: {p} mtime");
-            assert_eq!(atime, (ft.0, ft.1 as i64), "{when}: {p} atime");
+            assert_eq!(mtime, (ft.0 as i64, ft.1 as i64), "{when}: {p} mtime");
+            assert_eq!(atime, (ft.0 as i64, ft.1 as i64), "{when}: {p} atime");
         }
         assert_eq!(fs::read_to_string(root.join("app")).unwrap(), "a+");
         let p = fs::symlink_metadata(root.join("p")).unwrap();
@@ -295,12 +267,12 @@ async fn hard_links_stay_linked_through_a_copy_up(f: U) {
     f.image(
         "l0",
         None,
-        tar(&[
-            T::F("h1", "linked"),
-            T::Link("h2", "h1"),
-            T::Link("sub/h3", "h1"),
-            T::F("other", "o"),
-        ]),
+        make_tar(&with_parents(&[
+            Entry::file("h1", "linked"),
+            Entry::hardlink("h2", "h1"),
+            Entry::hardlink("sub/h3", "h1"),
+            Entry::file("other", "o"),
+        ])),
     )
     .await;
     f.container("c", Some("l0")).await;
@@ -389,7 +361,11 @@ async fn a_lower_directory_copies_up_without_turning_opaque(f: U) {
     f.image(
         "l0",
         None,
-        tar(&[T::F("d/a", "a"), T::F("d/sub/b", "b"), T::F("x/c", "c")]),
+        make_tar(&with_parents(&[
+            Entry::file("d/a", "a"),
+            Entry::file("d/sub/b", "b"),
+            Entry::file("x/c", "c"),
+        ])),
     )
     .await;
     f.container("c", Some("l0")).await;

@@ -6,27 +6,17 @@ mod common;
 use std::fs;
 use std::io::ErrorKind as Io;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 use common::modes::U;
-use common::tarb::{Meta, T, tar};
 use common::*;
 use rustix::io::Errno;
+use strata_conformance::tarfile::{Entry, make_tar, with_parents};
 
 per_mode!(
     deletes_write_whiteouts_and_mkdir_over_one_is_opaque,
     rename_copies_up_and_whites_out_the_old_name,
     an_open_file_survives_its_unlink,
 );
-
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
 
 fn errno(r: std::io::Result<()>) -> Option<i32> {
     r.err().and_then(|e| e.raw_os_error())
@@ -40,24 +30,30 @@ async fn deletes_write_whiteouts_and_mkdir_over_one_is_opaque(f: U) {
     f.image(
         "l0",
         None,
-        tar(&[
-            T::F("f", "f"),
-            T::F("f2", "old f2"),
-            T::F("d/x", "x"),
-            T::F("d/y", "y"),
-            T::Dir("e"),
-            T::F("n/deep/z", "z"),
-            T::F("keep", "k"),
-            T::F("m/a", "a"),
-            T::F("m/b", "b"),
-            T::F("k/child", "c"),
-        ]),
+        make_tar(&with_parents(&[
+            Entry::file("f", "f"),
+            Entry::file("f2", "old f2"),
+            Entry::file("d/x", "x"),
+            Entry::file("d/y", "y"),
+            Entry::dir("e"),
+            Entry::file("n/deep/z", "z"),
+            Entry::file("keep", "k"),
+            Entry::file("m/a", "a"),
+            Entry::file("m/b", "b"),
+            Entry::file("k/child", "c"),
+        ])),
     )
     .await;
     f.container("c", Some("l0")).await;
     // The container's own files, from a tar like any layer's.
-    f.fill("c", tar(&[T::F("own", "o"), T::F("ownd/f", "of")]))
-        .await;
+    f.fill(
+        "c",
+        make_tar(&with_parents(&[
+            Entry::file("own", "o"),
+            Entry::file("ownd/f", "of"),
+        ])),
+    )
+    .await;
     let v = f.get("c").await;
 
     fs::remove_file(v.join("f")).unwrap();
@@ -131,31 +127,24 @@ async fn deletes_write_whiteouts_and_mkdir_over_one_is_opaque(f: U) {
 }
 
 async fn rename_copies_up_and_whites_out_the_old_name(f: U) {
-    let am = Meta {
-        mode: 0o640,
-        mtime: (1_600_000_000, 42),
-        ..Meta::default()
-    };
     f.image(
         "l0",
         None,
-        tar(&[
-            T::Full {
-                path: "a",
-                text: "a",
-                dir: false,
-                meta: am,
-            },
-            T::F("c", "c"),
-            T::F("k", "k"),
-            T::F("a2", "a2"),
-            T::F("d/in", "in"),
-            T::F("ld/f", "lf"),
-        ]),
+        make_tar(&with_parents(&[
+            Entry::file("a", "a")
+                .mode(0o640)
+                .mtime_ns(1_600_000_000, 42),
+            Entry::file("c", "c"),
+            Entry::file("k", "k"),
+            Entry::file("a2", "a2"),
+            Entry::file("d/in", "in"),
+            Entry::file("ld/f", "lf"),
+        ])),
     )
     .await;
     f.container("c", Some("l0")).await;
-    f.fill("c", tar(&[T::F("own", "o")])).await;
+    f.fill("c", make_tar(&with_parents(&[Entry::file("own", "o")])))
+        .await;
     let v = f.get("c").await;
 
     fs::rename(v.join("a"), v.join("b")).unwrap();
@@ -207,7 +196,10 @@ async fn an_open_file_survives_its_unlink(f: U) {
     f.image(
         "l0",
         None,
-        tar(&[T::F("low", "lower text"), T::F("keep", "k")]),
+        make_tar(&with_parents(&[
+            Entry::file("low", "lower text"),
+            Entry::file("keep", "k"),
+        ])),
     )
     .await;
     f.container("c", Some("l0")).await;

@@ -11,8 +11,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use common::modes::U;
-use common::tarb::{Meta, T, tar};
 use common::*;
+use strata_conformance::tarfile::{Entry, make_tar, with_parents};
 
 per_mode!(
     lookup_falls_through_and_stops_at_whiteouts_and_opaque_dirs,
@@ -23,15 +23,6 @@ per_mode!(
     a_deep_chain_resolves_through_every_branch,
 );
 
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
 fn not_found(p: &Path) {
     match fs::symlink_metadata(p) {
         Err(e) => assert_eq!(e.kind(), Io::NotFound, "{p:?}: {e}"),
@@ -40,44 +31,36 @@ fn not_found(p: &Path) {
 }
 
 async fn lookup_falls_through_and_stops_at_whiteouts_and_opaque_dirs(f: U) {
-    let low = Meta {
-        mode: 0o600,
-        mtime: (1_600_000_000, 500),
-        ..Meta::default()
-    };
     f.image(
         "l0",
         None,
-        tar(&[
-            T::F("a", "a0"),
-            T::F("gone", "g"),
-            T::F("dir/x", "x0"),
-            T::F("dir/y", "y0"),
-            T::F("opq/old", "o"),
-            T::F("sub/deep/f", "f"),
-            T::Full {
-                path: "low",
-                text: "lower only",
-                dir: false,
-                meta: low,
-            },
-            T::F("fileover/d", "in a dir"),
-        ]),
+        make_tar(&with_parents(&[
+            Entry::file("a", "a0"),
+            Entry::file("gone", "g"),
+            Entry::file("dir/x", "x0"),
+            Entry::file("dir/y", "y0"),
+            Entry::file("opq/old", "o"),
+            Entry::file("sub/deep/f", "f"),
+            Entry::file("low", "lower only")
+                .mode(0o600)
+                .mtime_ns(1_600_000_000, 500),
+            Entry::file("fileover/d", "in a dir"),
+        ])),
     )
     .await;
     f.image(
         "l1",
         Some("l0"),
-        tar(&[
-            T::F("a", "a1"),
-            T::Wh("gone"),
-            T::Opq("opq"),
-            T::F("opq/new", "n"),
-            T::F("dir/z", "z1"),
-            T::Wh("dir/x"),
-            T::Wh("sub"),
-            T::F("fileover", "now a file"),
-        ]),
+        make_tar(&with_parents(&[
+            Entry::file("a", "a1"),
+            Entry::whiteout("gone"),
+            Entry::opaque("opq"),
+            Entry::file("opq/new", "n"),
+            Entry::file("dir/z", "z1"),
+            Entry::whiteout("dir/x"),
+            Entry::whiteout("sub"),
+            Entry::file("fileover", "now a file"),
+        ])),
     )
     .await;
     f.container("c", Some("l1")).await;
@@ -127,27 +110,32 @@ async fn readdir_merges_each_name_once_and_hides_internals(f: U) {
     let big1: Vec<String> = (300..900).map(|i| format!("big/n{i:04}")).collect();
     let wh1: Vec<String> = (0..100).map(|i| format!("big/n{i:04}")).collect();
     let mut e0 = vec![
-        T::F("d/a", "a"),
-        T::F("d/b", "b0"),
-        T::F("d/c", "c0"),
-        T::Dir("d/sub"),
+        Entry::file("d/a", "a"),
+        Entry::file("d/b", "b0"),
+        Entry::file("d/c", "c0"),
+        Entry::dir("d/sub"),
     ];
-    e0.extend(big0.iter().map(|p| T::F(p, "0")));
-    f.image("l0", None, tar(&e0)).await;
+    e0.extend(big0.iter().map(|p| Entry::file(p, "0")));
+    f.image("l0", None, make_tar(&with_parents(&e0))).await;
     let mut e1 = vec![
-        T::F("d/b", "b1"),
-        T::F("d/e", "e1"),
-        T::Wh("d/a"),
-        T::Dir("d/.wh..wh.plnk"),
-        T::F("d/.wh..wh.aufs", ""),
+        Entry::file("d/b", "b1"),
+        Entry::file("d/e", "e1"),
+        Entry::whiteout("d/a"),
+        Entry::dir("d/.wh..wh.plnk"),
+        Entry::file("d/.wh..wh.aufs", ""),
     ];
-    e1.extend(big1.iter().map(|p| T::F(p, "1")));
-    e1.extend(wh1.iter().map(|p| T::Wh(p)));
-    f.image("l1", Some("l0"), tar(&e1)).await;
+    e1.extend(big1.iter().map(|p| Entry::file(p, "1")));
+    e1.extend(wh1.iter().map(|p| Entry::whiteout(p)));
+    f.image("l1", Some("l0"), make_tar(&with_parents(&e1)))
+        .await;
     f.image(
         "l2",
         Some("l1"),
-        tar(&[T::F("d/f", "f2"), T::F("d/b", "b2"), T::Wh("d/e")]),
+        make_tar(&with_parents(&[
+            Entry::file("d/f", "f2"),
+            Entry::file("d/b", "b2"),
+            Entry::whiteout("d/e"),
+        ])),
     )
     .await;
     f.container("c", Some("l2")).await;
@@ -193,14 +181,14 @@ async fn inode_numbers_stay_for_the_life_of_the_mount(f: U) {
     f.image(
         "l0",
         None,
-        tar(&[
-            T::F("f", "f"),
-            T::F("g", "g"),
-            T::F("d/h", "h"),
-            T::F("mv", "m"),
-            T::F("hl1", "linked"),
-            T::Link("hl2", "hl1"),
-        ]),
+        make_tar(&with_parents(&[
+            Entry::file("f", "f"),
+            Entry::file("g", "g"),
+            Entry::file("d/h", "h"),
+            Entry::file("mv", "m"),
+            Entry::file("hl1", "linked"),
+            Entry::hardlink("hl2", "hl1"),
+        ])),
     )
     .await;
     f.container("c", Some("l0")).await;
@@ -249,7 +237,12 @@ async fn inode_numbers_stay_for_the_life_of_the_mount(f: U) {
 }
 
 async fn statfs_reports_the_layer_file_system(f: U) {
-    f.image("l0", None, tar(&[T::F("f", "f")])).await;
+    f.image(
+        "l0",
+        None,
+        make_tar(&with_parents(&[Entry::file("f", "f")])),
+    )
+    .await;
     f.container("c", Some("l0")).await;
     let v = f.get("c").await;
     let s = rustix::fs::statvfs(&v).unwrap();
@@ -279,8 +272,15 @@ async fn statfs_reports_the_layer_file_system(f: U) {
 }
 
 async fn read_only_views_refuse_writes_in_fuse_mode(f: U) {
-    f.image("l0", None, tar(&[T::F("f", "f"), T::F("d/g", "g")]))
-        .await;
+    f.image(
+        "l0",
+        None,
+        make_tar(&with_parents(&[
+            Entry::file("f", "f"),
+            Entry::file("d/g", "g"),
+        ])),
+    )
+    .await;
     f.container("c", Some("l0")).await;
     // A read-only get of a container layer, and any get of an image layer.
     let views = [("c", f.get_ro("c").await), ("l0", f.get("l0").await)];
@@ -336,12 +336,16 @@ async fn a_deep_chain_resolves_through_every_branch(f: U) {
         let keep = format!("keep/{n}");
         let tmp = format!("tmp{i}");
         let prev = format!("tmp{}", i.wrapping_sub(1));
-        let mut e = vec![T::F(&keep, n), T::F("shared", n), T::F(&tmp, n)];
+        let mut e = vec![
+            Entry::file(&keep, n),
+            Entry::file("shared", n),
+            Entry::file(&tmp, n),
+        ];
         if i > 0 {
-            e.push(T::Wh(&prev));
+            e.push(Entry::whiteout(&prev));
         }
         let parent = i.checked_sub(1).map(|p| names_[p].as_str());
-        f.image(n, parent, tar(&e)).await;
+        f.image(n, parent, make_tar(&with_parents(&e))).await;
     }
     f.container("c", Some("l39")).await;
     let v = f.get("c").await;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use strata_archive::{WhiteoutFormat, WriteOptions};
+use strata_conformance::tarfile::stream;
 use strata_driver_api::{CreateOpts, Driver, ErrorKind, LayerId, MountOpts};
 use strata_driver_dir::DirDriver;
 use strata_driver_overlay::{Config, MountApi, OverlayDriver};
@@ -43,7 +44,7 @@ impl Drop for Scratch {
 
 fn skip_unless_supported(test: &str) -> bool {
     if let Err(e) = strata_driver_overlay::probe() {
-        eprintln!("SKIPPED: {test}: {e}");
+        strata_conformance::skip::print(test, e);
         return true;
     }
     false
@@ -70,10 +71,6 @@ async fn read_all(d: &dyn Driver, layer: &LayerId, parent: Option<&LayerId>) -> 
         .await
         .unwrap();
     out
-}
-
-fn stream(tar: Vec<u8>) -> strata_driver_api::TarStream {
-    Box::pin(std::io::Cursor::new(tar))
 }
 
 fn set_mtime(path: &Path, secs: u64) {
@@ -473,14 +470,14 @@ fn rootless_in_a_user_namespace() {
     {
         Ok(out) => out,
         Err(e) => {
-            eprintln!("SKIPPED: rootless_in_a_user_namespace: cannot run unshare: {e}");
+            strata_conformance::skip!("cannot run unshare: {e}");
             return;
         }
     };
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     if !out.status.success() && text.contains("unshare failed") {
-        eprintln!("SKIPPED: rootless_in_a_user_namespace: no user namespaces here: {text}");
+        strata_conformance::skip!("no user namespaces here: {text}");
         return;
     }
     assert!(out.status.success(), "in the user namespace: {text}");

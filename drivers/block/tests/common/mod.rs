@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use strata_conformance::tarfile::{Entry, make_tar, stream};
 use strata_driver_api::{Driver, TarStream};
 
 /// Why the block driver cannot run here, if it cannot (the test then skips, saying so).
@@ -17,7 +18,7 @@ pub fn skip_reason() -> Option<String> {
 macro_rules! need_block {
     () => {
         if let Some(why) = common::skip_reason() {
-            eprintln!("SKIPPED: {}: {why}", module_path!());
+            strata_conformance::skip!("{why}");
             return;
         }
     };
@@ -118,14 +119,8 @@ impl Drop for TestDir {
 
 /// A tar stream holding one regular file `name` of `len` bytes (a repeating pattern).
 pub fn file_tar(name: &str, len: usize) -> TarStream {
-    let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_size(len as u64);
-    h.set_mode(0o644);
-    h.set_cksum();
     let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-    b.append_data(&mut h, name, &data[..]).expect("tar entry");
-    Box::pin(std::io::Cursor::new(b.into_inner().expect("tar")))
+    stream(make_tar(&[Entry::file(name, data)]))
 }
 
 /// Runs `f` on a fresh multi-threaded runtime.

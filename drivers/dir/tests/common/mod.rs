@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 pub mod modes;
-pub mod tarb;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -15,6 +14,43 @@ use strata_driver_dir::{Config, DirDriver, MountMode};
 
 pub fn id(s: &str) -> LayerId {
     LayerId::new(s).unwrap()
+}
+
+/// Creates `layer` on `parent` with default options: an image layer, or a container layer
+/// when `rw`.
+pub async fn create(drv: &DirDriver, layer: &str, parent: Option<&str>, rw: bool) {
+    let parent = parent.map(id);
+    let opts = CreateOpts::default();
+    if rw {
+        drv.create_rw(&id(layer), parent.as_ref(), &opts).await
+    } else {
+        drv.create(&id(layer), parent.as_ref(), &opts).await
+    }
+    .unwrap();
+}
+
+/// The layer's view as `d`, a fresh driver instance, materialises it (read-only, released
+/// again).
+pub async fn fresh_view(d: &DirDriver, layer: &str) -> BTreeMap<String, String> {
+    let ro = MountOpts {
+        read_only: true,
+        ..MountOpts::default()
+    };
+    let path = d.get(&id(layer), &ro).await.unwrap();
+    let tree = describe(&path);
+    d.put(&id(layer)).await.unwrap();
+    assert!(!d.is_mounted(&id(layer)).await.unwrap());
+    tree
+}
+
+/// The names in `dir`, sorted.
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
 }
 
 pub struct Fixture {
@@ -47,19 +83,11 @@ impl Fixture {
     }
 
     pub async fn image(&self, layer: &str, parent: Option<&str>) {
-        let parent = parent.map(id);
-        self.drv
-            .create(&id(layer), parent.as_ref(), &CreateOpts::default())
-            .await
-            .unwrap();
+        create(&self.drv, layer, parent, false).await;
     }
 
     pub async fn container(&self, layer: &str, parent: Option<&str>) {
-        let parent = parent.map(id);
-        self.drv
-            .create_rw(&id(layer), parent.as_ref(), &CreateOpts::default())
-            .await
-            .unwrap();
+        create(&self.drv, layer, parent, true).await;
     }
 
     pub async fn get(&self, layer: &str) -> PathBuf {
@@ -83,16 +111,7 @@ impl Fixture {
 
     /// The layer's view as a fresh driver instance materialises it (read-only, released again).
     pub async fn fresh_view(&self, layer: &str) -> BTreeMap<String, String> {
-        let d = self.reopen();
-        let ro = MountOpts {
-            read_only: true,
-            ..MountOpts::default()
-        };
-        let path = d.get(&id(layer), &ro).await.unwrap();
-        let tree = describe(&path);
-        d.put(&id(layer)).await.unwrap();
-        assert!(!d.is_mounted(&id(layer)).await.unwrap());
-        tree
+        fresh_view(&self.reopen(), layer).await
     }
 }
 
@@ -195,9 +214,8 @@ pub fn names(root: &Path) -> Vec<String> {
     out
 }
 
-pub fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
+#[allow(unused_imports)] // not every test binary asks
+pub use strata_conformance::skip::is_root;
 
 /// These tests are of the copy mode (the fuse mode's are in union*.rs and the conformance
 /// suite); `auto` would pick fuse where it works.

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use strata_driver_api::{CreateOpts, Driver, ErrorKind, MountOpts, TarStream};
+use strata_conformance::tarfile::stream;
+use strata_driver_api::{Driver, ErrorKind, MountOpts};
 use strata_driver_dir::{Config, DirDriver, MountMode};
 
-use super::{describe, id};
+use super::id;
 
 /// The fuse mode's config, with the helper built with these tests.
 #[allow(clippy::needless_update)] // the fuse mode may add fields; they keep their defaults
@@ -38,7 +39,7 @@ pub fn open_driver(home: &Path, mode: MountMode, test: &str) -> Option<DirDriver
     match DirDriver::new(home.to_path_buf(), config(mode)) {
         Ok(d) => Some(d),
         Err(e) if mode == MountMode::Fuse && e.kind() == ErrorKind::NotSupported => {
-            eprintln!("SKIPPED: {test}: fuse mode not available: {e}");
+            strata_conformance::skip::print(test, format_args!("fuse mode not available: {e}"));
             None
         }
         Err(e) => panic!("{test}: DirDriver::new in {} mode: {e}", mode.as_str()),
@@ -219,10 +220,6 @@ pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
-pub fn stream(bytes: Vec<u8>) -> TarStream {
-    Box::pin(std::io::Cursor::new(bytes))
-}
-
 /// A driver in one mount mode, in a guarded temp dir.
 #[derive(Debug)]
 pub struct U {
@@ -270,13 +267,9 @@ impl U {
         DirDriver::new(self.home(), config(self.mode)).unwrap()
     }
 
-    /// An image layer filled from a tar (see `tarb`).
+    /// An image layer filled from a tar (see `strata_conformance::tarfile`).
     pub async fn image(&self, layer: &str, parent: Option<&str>, tar: Vec<u8>) {
-        let parent = parent.map(id);
-        self.drv
-            .create(&id(layer), parent.as_ref(), &CreateOpts::default())
-            .await
-            .unwrap();
+        super::create(&self.drv, layer, parent, false).await;
         self.fill(layer, tar).await;
     }
 
@@ -289,11 +282,7 @@ impl U {
     }
 
     pub async fn container(&self, layer: &str, parent: Option<&str>) {
-        let parent = parent.map(id);
-        self.drv
-            .create_rw(&id(layer), parent.as_ref(), &CreateOpts::default())
-            .await
-            .unwrap();
+        super::create(&self.drv, layer, parent, true).await;
     }
 
     /// Gets the layer's view and checks it is what the mode makes: a FUSE mount at the path in
@@ -351,16 +340,7 @@ impl U {
 
     /// The layer's view as a fresh instance shows it (read-only, released again).
     pub async fn fresh_view(&self, layer: &str) -> BTreeMap<String, String> {
-        let d = self.reopen();
-        let ro = MountOpts {
-            read_only: true,
-            ..MountOpts::default()
-        };
-        let path = d.get(&id(layer), &ro).await.unwrap();
-        let tree = describe(&path);
-        d.put(&id(layer)).await.unwrap();
-        assert!(!d.is_mounted(&id(layer)).await.unwrap());
-        tree
+        super::fresh_view(&self.reopen(), layer).await
     }
 }
 
