@@ -5,7 +5,7 @@
 
 use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use strata_archive::{WhiteoutFormat, WriteOptions};
@@ -28,14 +28,8 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut mine: Vec<PathBuf> = info
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
-            .filter(|p| p.starts_with(self.0.path()))
-            .collect();
-        mine.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
-        for p in mine {
+        let table = strata_driver_util::mountinfo::read().unwrap_or_default();
+        for p in strata_driver_util::mountinfo::points_under(&table, self.0.path()) {
             let _ = rustix::mount::unmount(&p, rustix::mount::UnmountFlags::DETACH);
         }
     }
