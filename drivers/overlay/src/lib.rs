@@ -34,8 +34,9 @@
 //!
 //! # Refcounts
 //!
-//! `get` counts in-process; the first `get` or `put` of a layer that is mounted already (a
-//! mount left by another process: `<id>/merged` is a mount root) adopts it with a count of one.
+//! `get` counts in-process (`strata_driver_util::refcount`: each operation on a layer holds its
+//! slot); the first `get` or `put` of a layer that is mounted already (a mount left by another
+//! process: `<id>/merged` is a mount root) adopts it with a count of one.
 //! The last `put` detaches the mount lazily and removes `merged`. `remove` of a mounted layer
 //! is `Busy` unless forced; removing retries EBUSY.
 //!
@@ -61,12 +62,14 @@ mod mounts;
 mod opts;
 mod sys;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 pub use config::{Config, MountApi};
-use strata_driver_api::{Capabilities, Error, ErrorKind, LayerId, Result};
+use strata_driver_api::{Capabilities, Error, ErrorKind, Result};
+use strata_driver_util::fsname;
+use strata_driver_util::lock::HomeLock;
+use strata_driver_util::refcount::Slots;
 
 /// The driver's name, in configs and as its home directory's name.
 pub const NAME: &str = "overlay";
@@ -95,10 +98,10 @@ struct Inner {
     /// In a user namespace: `userxattr`, overlay's xattrs under `user.overlay.*`.
     user_xattr: bool,
     backing: String,
-    /// In-process mount refcounts.
-    counts: Mutex<HashMap<LayerId, u32>>,
+    /// In-process mount refcounts and per-layer locks.
+    slots: Slots,
     /// `<home>/lock`, held shared while this instance lives.
-    _lock: std::fs::File,
+    _lock: HomeLock,
 }
 
 impl OverlayDriver {
@@ -136,7 +139,7 @@ impl OverlayDriver {
                     "overlay driver: the file system of {} ({}) does not report d_type, which overlayfs needs; \
                      reformat xfs with -n ftype=1 or ext4 with -O filetype",
                     home.display(),
-                    sys::fs_name(magic)
+                    fsname::name(magic)
                 ),
             ));
         }
@@ -170,7 +173,7 @@ impl OverlayDriver {
             MountApi::Mount2 => opts::mount2_max_depth(&opts.param_string()),
             _ => opts::OVL_MAX_STACK as u32,
         };
-        let lock = attach(&layout)?;
+        let lock = HomeLock::attach(layout.home(), || layout.sweep())?;
         let prefix = if user_xattr { "user" } else { "trusted" };
         let native_diff = check::native_diff_ok(&home, api, &opts, prefix)?;
         Ok(OverlayDriver {
@@ -181,8 +184,8 @@ impl OverlayDriver {
                 max_depth,
                 native_diff,
                 user_xattr,
-                backing: sys::fs_name(magic),
-                counts: Mutex::new(HashMap::new()),
+                backing: fsname::name(magic),
+                slots: Slots::new(),
                 _lock: lock,
             }),
         })
@@ -211,25 +214,4 @@ impl OverlayDriver {
             read_only_images: true,
         }
     }
-}
-
-/// Takes `<home>/lock` shared for the instance's life; sweeps crash leftovers first when no
-/// other instance holds it.
-fn attach(layout: &layout::Layout) -> Result<std::fs::File> {
-    use rustix::fs::{FlockOperation, flock};
-    let path = layout.home().join(".lock");
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| Error::os("open", &path, e))?;
-    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => layout.sweep()?,
-        Err(rustix::io::Errno::WOULDBLOCK) => {}
-        Err(e) => return Err(sys::os("flock", &path, e)),
-    }
-    flock(&file, FlockOperation::LockShared).map_err(|e| sys::os("flock", &path, e))?;
-    Ok(file)
 }
