@@ -20,7 +20,7 @@ impl BlockDriver {
         opts: &CreateOpts,
         kind: LayerKind,
     ) -> Result<()> {
-        opts.check_plain(NAME, kind == LayerKind::Container)?;
+        opts.check_plain(NAME, kind.writable())?;
         let (id, parent) = (id.clone(), parent.cloned());
         run_blocking_with(&self.inner, move |i| {
             i.create(&id, parent.as_ref(), kind).map(|_| ())

@@ -21,7 +21,7 @@ impl DirDriver {
         opts: &CreateOpts,
         kind: LayerKind,
     ) -> Result<()> {
-        opts.check_plain(NAME, kind == LayerKind::Container)?;
+        opts.check_plain(NAME, kind.writable())?;
         let (id, parent) = (id.clone(), parent.cloned());
         run_blocking_with(&self.inner, move |i| {
             i.mounts.creating(&id, parent.as_ref(), || {
