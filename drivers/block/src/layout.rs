@@ -298,6 +298,22 @@ mod tests {
     }
 
     #[test]
+    fn lock_is_a_reserved_id() {
+        let tmp = tempfile::tempdir().unwrap();
+        let l = Layout::new(tmp.path().to_path_buf()).unwrap();
+        std::fs::write(tmp.path().join(LOCK_FILE), b"").unwrap();
+        let lock = LayerId::new(LOCK_FILE).unwrap();
+        let meta = Meta {
+            kind: LayerKind::Image,
+            parent: None,
+        };
+        let err = l.create(&lock, &meta, |_| Ok(())).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(!l.exists(&lock).unwrap());
+        assert!(l.layers().unwrap().is_empty());
+    }
+
+    #[test]
     fn leftovers_are_dot_names_only() {
         assert!(is_leftover(".tmp-a-1-2"));
         assert!(is_leftover(".rm-a-1-2"));

@@ -33,6 +33,7 @@
 //! # Limits
 //!
 //! - Needs root (loop devices, mount) and `mkfs.ext4` or `mkfs.xfs`.
+//! - The id `lock` is reserved (`<home>/lock`, the instance lock): `InvalidInput` at create.
 //! - A layer's size is the config's, for every layer: `CreateOpts::size` is `NotSupported`
 //!   (growing one image would need a resize; shrinking below the parent is impossible).
 //! - Freed blocks inside an image are not given back to the backing file (no `discard`): an

@@ -412,3 +412,32 @@ fn remove_all_retry(path: &Path) -> Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> LayerId {
+        LayerId::new(s).unwrap()
+    }
+
+    #[test]
+    fn lock_is_a_reserved_id_and_old_lock_files_stay() {
+        let tmp = tempfile::tempdir().unwrap();
+        let l = Layout::open(tmp.path().join("overlay")).unwrap();
+        fs::write(l.home().join(LOCK_FILE), b"").unwrap();
+        fs::write(l.home().join(".lock"), b"").unwrap();
+        let err = l.create(&id("lock"), None, LayerKind::Image).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(!l.exists(&id("lock")).unwrap());
+        l.create(&id("a"), None, LayerKind::Container).unwrap();
+        fs::create_dir(l.home().join(".tmp-x-1")).unwrap();
+        l.sweep().unwrap();
+        assert!(!l.home().join(".tmp-x-1").exists());
+        assert!(l.home().join(LOCK_FILE).exists());
+        assert!(l.home().join(".lock").exists());
+        assert_eq!(l.ids().unwrap(), [id("a")]);
+        let link = fs::metadata(l.dir(&id("a")).join("link")).unwrap();
+        assert_eq!(link.permissions().mode() & 0o777, 0o644);
+    }
+}

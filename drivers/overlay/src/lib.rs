@@ -23,7 +23,7 @@
 //!   process outside one cannot mount: [`probe`] says so.
 //! - No size quota: `create_rw` with a size is `NotSupported` (xfs project quotas are not
 //!   done yet).
-//! - The id `l` is reserved (the short links' directory).
+//! - The ids `l` (the short links' directory) and `lock` (the instance lock) are reserved.
 //! - Renaming a directory that came from a lower layer fails with EXDEV in a view (no
 //!   `redirect_dir`), as in Docker; callers such as `mv` copy instead.
 //!
