@@ -79,11 +79,13 @@ impl Mounts {
             if !layout.exists(id)? {
                 return Err(not_found(id));
             }
-            let lower = if ancestors {
+            let mut lower = if ancestors {
                 layout.ancestry(id)?
             } else {
                 Vec::new()
             };
+            // Never the layer's own slot twice, even from a corrupt ancestry.
+            lower.retain(|a| a != id);
             self.slots.shared(&lower, || f(s))
         })
     }
@@ -167,7 +169,8 @@ impl Mounts {
         parent: Option<&LayerId>,
         f: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
-        let parent: Vec<LayerId> = parent.into_iter().cloned().collect();
+        // Never the layer's own slot twice (a layer named as its own parent: the layout refuses).
+        let parent: Vec<LayerId> = parent.filter(|p| *p != id).into_iter().cloned().collect();
         self.slots.exclusive(id, |_| self.slots.shared(&parent, f))
     }
 

@@ -25,36 +25,41 @@ impl Inner {
     ) -> Result<()> {
         self.slots.exclusive(id, |_| match parent {
             None => self.layout.create(id, None, kind),
-            Some(p) => self.slots.exclusive(p, |_| {
-                let plid = match self.layout.lid(p) {
-                    Ok(l) => l,
-                    Err(e) if e.kind() == ErrorKind::NotFound => {
-                        return Err(Error::new(
-                            ErrorKind::ParentNotFound,
-                            format!("parent layer {p} not found"),
-                        ));
-                    }
-                    Err(e) => return Err(e),
-                };
-                let lowers = self.layout.lower_lids(p)?;
-                let depth = lowers.len() + 2;
-                if depth > self.max_depth as usize {
-                    return Err(Error::new(
-                        ErrorKind::NotSupported,
-                        format!(
-                            "layer {id} would be {depth} layers deep; the overlay driver mounts at most {} here ({} mount API)",
-                            self.max_depth,
-                            self.api.as_str()
-                        ),
-                    ));
-                }
-                // A parent with children mounts read-only from its next mount on (overlay2's
-                // `committed`): a lower in use as another mount's upper is undefined. Marked
-                // first, so a failed mark leaves no child behind.
-                self.layout.commit(p)?;
-                self.layout.create(id, Some((p, &plid, &lowers)), kind)
-            }),
+            // Its own parent: the one slot is held already (and the layout refuses).
+            Some(p) if p == id => self.create_child(id, p, kind),
+            Some(p) => self.slots.exclusive(p, |_| self.create_child(id, p, kind)),
         })
+    }
+
+    /// Makes layer `id` over `p`, with both slots held.
+    fn create_child(&self, id: &LayerId, p: &LayerId, kind: LayerKind) -> Result<()> {
+        let plid = match self.layout.lid(p) {
+            Ok(l) => l,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(Error::new(
+                    ErrorKind::ParentNotFound,
+                    format!("parent layer {p} not found"),
+                ));
+            }
+            Err(e) => return Err(e),
+        };
+        let lowers = self.layout.lower_lids(p)?;
+        let depth = lowers.len() + 2;
+        if depth > self.max_depth as usize {
+            return Err(Error::new(
+                ErrorKind::NotSupported,
+                format!(
+                    "layer {id} would be {depth} layers deep; the overlay driver mounts at most {} here ({} mount API)",
+                    self.max_depth,
+                    self.api.as_str()
+                ),
+            ));
+        }
+        // A parent with children mounts read-only from its next mount on (overlay2's
+        // `committed`): a lower in use as another mount's upper is undefined. Marked
+        // first, so a failed mark leaves no child behind.
+        self.layout.commit(p)?;
+        self.layout.create(id, Some((p, &plid, &lowers)), kind)
     }
 
     /// The stack of layer `id`'s mount, paths absolute.

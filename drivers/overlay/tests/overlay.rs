@@ -533,3 +533,36 @@ async fn rootless_body() {
     d.put(&copy).await.unwrap();
     d.cleanup().await.unwrap();
 }
+
+/// A layer named as its own parent is refused (as before slots were per layer), never a
+/// deadlock on its own slot; the id `lock` is the instance lock's and refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_parent_and_reserved_ids_are_refused() {
+    if skip_unless_supported("own_parent_and_reserved_ids_are_refused") {
+        return;
+    }
+    let s = Scratch::new();
+    let home = s.path().join("h");
+    let d = overlay(&home, MountApi::Auto);
+    assert!(
+        home.join("lock").is_file(),
+        "the instance lock is <home>/lock"
+    );
+    let opts = CreateOpts::default();
+    let (a, b) = (id("a"), id("b"));
+    let within = std::time::Duration::from_secs(20);
+    let err = tokio::time::timeout(within, d.create(&b, Some(&b), &opts))
+        .await
+        .expect("no deadlock")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ParentNotFound);
+    d.create_rw(&id("a"), None, &opts).await.unwrap();
+    let err = tokio::time::timeout(within, d.create(&a, Some(&a), &opts))
+        .await
+        .expect("no deadlock")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+    let err = d.create(&id("lock"), None, &opts).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    d.remove(&id("a"), false).await.unwrap();
+}

@@ -19,6 +19,9 @@
 //! ([`Slot::adopt`]) by its first get or put, so `strata mount` in one process and
 //! `strata umount` in another work.
 //!
+//! Slots are not reentrant: taking a slot this thread holds already (a layer named as its own
+//! parent) deadlocks, so callers leave it out.
+//!
 //! A panic while a lock is held leaves on-disk state that every step re-reads: the poison is
 //! ignored.
 
