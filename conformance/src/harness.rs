@@ -304,49 +304,15 @@ fn remove_tree(path: &Path) -> std::io::Result<()> {
 /// Lazily detaches every mount at or below `dir` (deepest first) and returns their paths.
 /// Only mounts under the case's own temporary directory are touched.
 fn detach_mounts_under(dir: &Path) -> Vec<String> {
-    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+    let Ok(table) = strata_driver_util::mountinfo::read() else {
         return Vec::new();
     };
-    let mut points: Vec<PathBuf> = mount_points(&table)
-        .into_iter()
-        .filter(|p| p.starts_with(dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    points.dedup();
     let mut names = Vec::new();
-    for p in points {
+    for p in strata_driver_util::mountinfo::points_under(&table, dir) {
         let _ = rustix::mount::unmount(&p, rustix::mount::UnmountFlags::DETACH);
         names.push(p.display().to_string());
     }
     names
-}
-
-/// The mount points of a `/proc/self/mountinfo` table, with octal escapes undone.
-pub(crate) fn mount_points(table: &str) -> Vec<PathBuf> {
-    use std::os::unix::ffi::OsStringExt;
-    table
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|field| {
-            let b = field.as_bytes();
-            let mut out = Vec::with_capacity(b.len());
-            let mut i = 0;
-            while i < b.len() {
-                if b[i] == b'\\' && i + 3 < b.len() {
-                    let oct = &b[i + 1..i + 4];
-                    if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
-                        let v = (oct[0] - b'0') * 64 + (oct[1] - b'0') * 8 + (oct[2] - b'0');
-                        out.push(v);
-                        i += 4;
-                        continue;
-                    }
-                }
-                out.push(b[i]);
-                i += 1;
-            }
-            PathBuf::from(std::ffi::OsString::from_vec(out))
-        })
-        .collect()
 }
 
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
@@ -418,8 +384,13 @@ mod tests {
     fn mountinfo_points_are_unescaped() {
         let table = "36 35 98:0 /mnt1 /mnt/a\\040b rw,noatime master:1 - ext3 /dev/root rw\n\
                      37 35 98:0 / /tmp rw - tmpfs tmpfs rw\n";
+        // The harness reads the table with the drivers' parser: it must undo the escapes.
+        let points: Vec<PathBuf> = strata_driver_util::mountinfo::parse(table)
+            .into_iter()
+            .map(|m| m.target)
+            .collect();
         assert_eq!(
-            mount_points(table),
+            points,
             vec![PathBuf::from("/mnt/a b"), PathBuf::from("/tmp")]
         );
     }

@@ -26,24 +26,15 @@ impl LayerId {
     }
 
     /// A fresh random id of 64 lower-case hex digits, as Docker and containers/storage use.
+    ///
+    /// # Panics
+    ///
+    /// When the kernel has no `getrandom` (before Linux 3.17): see [`crate::random::fill`].
     pub fn random() -> LayerId {
-        let mut bytes = [0u8; 32];
-        let mut filled = 0;
-        while filled < bytes.len() {
-            match rustix::rand::getrandom(
-                &mut bytes[filled..],
-                rustix::rand::GetRandomFlags::empty(),
-            ) {
-                Ok(n) => filled += n,
-                Err(rustix::io::Errno::INTR) => {}
-                Err(e) => panic!("getrandom failed: {e}"),
-            }
+        match crate::random::hex(32) {
+            Ok(s) => LayerId(s),
+            Err(e) => panic!("{e:#}"),
         }
-        let mut s = String::with_capacity(64);
-        for b in bytes {
-            s.push_str(&format!("{b:02x}"));
-        }
-        LayerId(s)
     }
 
     /// The id as a string slice.

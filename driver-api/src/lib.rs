@@ -14,6 +14,7 @@
 //! - [`Error`] with [`ErrorKind`]: callers and the conformance suite match on the kind, never on
 //!   message text.
 //! - [`Capabilities`], [`CreateOpts`], [`MountOpts`], [`LayerKind`], and [`Change`]s.
+//! - [`random`]: random bytes from the kernel, for ids and unique names.
 //! - [`stream`]: the bridge between the async [`TarStream`] at the trait and the one blocking
 //!   task per operation that does the file work.
 //!
@@ -28,6 +29,7 @@ mod driver;
 mod error;
 mod id;
 pub mod naive;
+pub mod random;
 pub mod stream;
 mod types;
 

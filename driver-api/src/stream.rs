@@ -60,6 +60,23 @@ where
     spawn(f).await
 }
 
+/// [`run_blocking`] with a driver's shared state: `f` gets `&S` on the blocking thread (the
+/// `Arc` is cloned for it). The one way a driver's async trait glue runs an operation, so each
+/// method is one blocking task:
+///
+/// ```ignore
+/// run_blocking_with(&self.inner, move |inner| inner.remove(&id, force)).await
+/// ```
+pub async fn run_blocking_with<S, T, F>(state: &std::sync::Arc<S>, f: F) -> Result<T>
+where
+    S: Send + Sync + 'static + ?Sized,
+    F: FnOnce(&S) -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    let state = std::sync::Arc::clone(state);
+    run_blocking(move || f(&state)).await
+}
+
 async fn spawn<T, F>(f: F) -> Result<T>
 where
     F: FnOnce() -> Result<T> + Send + 'static,

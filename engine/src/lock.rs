@@ -147,7 +147,7 @@ mod tests {
             .arg("true")
             .status();
         let Ok(status) = status else {
-            eprintln!("skipped: the flock(1) command is not installed");
+            eprintln!("SKIP excludes_another_process: the flock(1) command is not installed");
             return;
         };
         assert!(!status.success(), "another process took a held lock");

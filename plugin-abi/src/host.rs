@@ -23,7 +23,7 @@ use super::{
     Bytes, BytesSink, CapabilitiesOut, ChangeSink, CreateArgs, ErrorSink, Handle, InitArgs,
     KeyValue, KvSink, MountArgs, VTable, cap,
 };
-use strata_driver_api::stream::run_blocking;
+use strata_driver_api::stream::run_blocking_with;
 use strata_driver_api::{
     Capabilities, Change, ChangeKind, CreateOpts, Driver, Error, ErrorKind, LayerId, MountOpts,
     Result, TarStream, naive,
@@ -244,16 +244,6 @@ impl PluginDriver {
         })
     }
 
-    /// Runs `f` on a blocking thread with the instance.
-    async fn blocking<T, F>(&self, f: F) -> Result<T>
-    where
-        F: FnOnce(&Instance) -> Result<T> + Send + 'static,
-        T: Send + 'static,
-    {
-        let inst = self.inner.clone();
-        run_blocking(move || f(&inst)).await
-    }
-
     /// One id in, nothing out (`put`).
     async fn id_call(&self, call: &'static str, id: &LayerId) -> Result<()> {
         let f = match call {
@@ -262,7 +252,7 @@ impl PluginDriver {
         }
         .ok_or_else(|| absent(call))?;
         let id = id.to_string();
-        self.blocking(move |inst| {
+        run_blocking_with(&self.inner, move |inst| {
             invoke(call, |err| {
                 // SAFETY: a live handle of this vtable; arguments alive for the call.
                 unsafe { f(inst.handle, id_bytes(&id), err) }
@@ -279,7 +269,7 @@ impl PluginDriver {
         }
         .ok_or_else(|| absent(call))?;
         let id = id.to_string();
-        self.blocking(move |inst| {
+        run_blocking_with(&self.inner, move |inst| {
             let mut out = 0u8;
             invoke(call, |err| {
                 // SAFETY: a live handle of this vtable; arguments alive for the call.
@@ -300,7 +290,7 @@ impl PluginDriver {
         let f = self.inner.vt.create.ok_or_else(|| absent("create"))?;
         let (id, parent) = (id.to_string(), parent.map(LayerId::to_string));
         let opts = opts.clone();
-        self.blocking(move |inst| {
+        run_blocking_with(&self.inner, move |inst| {
             let kvs = kv_array(&opts.storage_opts);
             let args = CreateArgs {
                 read_write: u8::from(rw),
@@ -377,7 +367,7 @@ impl Driver for PluginDriver {
     async fn remove(&self, id: &LayerId, force: bool) -> Result<()> {
         let f = self.inner.vt.remove.ok_or_else(|| absent("remove"))?;
         let id = id.to_string();
-        self.blocking(move |inst| {
+        run_blocking_with(&self.inner, move |inst| {
             invoke("remove", |err| {
                 // SAFETY: a live handle of this vtable; arguments alive for the call.
                 unsafe { f(inst.handle, id_bytes(&id), u8::from(force), err) }
@@ -390,7 +380,7 @@ impl Driver for PluginDriver {
         let f = self.inner.vt.get.ok_or_else(|| absent("get"))?;
         let id = id.to_string();
         let opts = opts.clone();
-        self.blocking(move |inst| {
+        run_blocking_with(&self.inner, move |inst| {
             let options: Vec<Bytes> = opts.options.iter().map(|o| id_bytes(o)).collect();
             let args = MountArgs {
                 read_only: u8::from(opts.read_only),
@@ -429,7 +419,7 @@ impl Driver for PluginDriver {
     async fn metadata(&self, id: &LayerId) -> Result<Vec<(String, String)>> {
         let f = self.inner.vt.metadata.ok_or_else(|| absent("metadata"))?;
         let id = id.to_string();
-        self.blocking(move |inst| {
+        run_blocking_with(&self.inner, move |inst| {
             let mut pairs: Vec<(String, String)> = Vec::new();
             let sink = KvSink {
                 ctx: (&raw mut pairs) as *mut c_void,
@@ -446,7 +436,7 @@ impl Driver for PluginDriver {
 
     async fn cleanup(&self) -> Result<()> {
         let f = self.inner.vt.cleanup.ok_or_else(|| absent("cleanup"))?;
-        self.blocking(move |inst| {
+        run_blocking_with(&self.inner, move |inst| {
             invoke("cleanup", |err| {
                 // SAFETY: a live handle of this vtable.
                 unsafe { f(inst.handle, err) }
@@ -491,7 +481,7 @@ impl Driver for PluginDriver {
             return naive::changes(self, id, parent).await;
         };
         let (id, parent) = (id.to_string(), parent.map(LayerId::to_string));
-        self.blocking(move |inst| {
+        run_blocking_with(&self.inner, move |inst| {
             let mut out: Vec<Option<Change>> = Vec::new();
             let sink = ChangeSink {
                 ctx: (&raw mut out) as *mut c_void,
@@ -521,7 +511,7 @@ impl Driver for PluginDriver {
             return naive::diff_size(self, id, parent).await;
         };
         let (id, parent) = (id.to_string(), parent.map(LayerId::to_string));
-        self.blocking(move |inst| {
+        run_blocking_with(&self.inner, move |inst| {
             let mut n = 0u64;
             invoke("diff_size", |err| {
                 // SAFETY: a live handle of this vtable; arguments alive for the call.

@@ -5,23 +5,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use strata_driver_api::stream::run_blocking_with;
 use strata_driver_api::{
-    Capabilities, CreateOpts, Driver, LayerId, MountOpts, Result, TarStream, stream,
+    Capabilities, CreateOpts, Driver, LayerId, LayerKind, MountOpts, Result, TarStream, stream,
 };
 
-use crate::layout::LayerKind;
-use crate::{BlockDriver, Inner, NAME, image};
+use crate::{BlockDriver, NAME, image};
 
 impl BlockDriver {
-    async fn blocking<T, F>(&self, f: F) -> Result<T>
-    where
-        F: FnOnce(&Inner) -> Result<T> + Send + 'static,
-        T: Send + 'static,
-    {
-        let inner = Arc::clone(&self.inner);
-        stream::run_blocking(move || f(&inner)).await
-    }
-
     async fn make(
         &self,
         id: &LayerId,
@@ -29,10 +20,12 @@ impl BlockDriver {
         opts: &CreateOpts,
         kind: LayerKind,
     ) -> Result<()> {
-        opts.check_plain(NAME, kind == LayerKind::Container)?;
+        opts.check_plain(NAME, kind.writable())?;
         let (id, parent) = (id.clone(), parent.cloned());
-        self.blocking(move |i| i.create(&id, parent.as_ref(), kind).map(|_| ()))
-            .await
+        run_blocking_with(&self.inner, move |i| {
+            i.create(&id, parent.as_ref(), kind).map(|_| ())
+        })
+        .await
     }
 }
 
@@ -81,36 +74,36 @@ impl Driver for BlockDriver {
 
     async fn remove(&self, id: &LayerId, force: bool) -> Result<()> {
         let id = id.clone();
-        self.blocking(move |i| i.remove(&id, force)).await
+        run_blocking_with(&self.inner, move |i| i.remove(&id, force)).await
     }
 
     /// Image layers always mount read-only. The first get decides the mode and options; later
     /// gets share that mount.
     async fn get(&self, id: &LayerId, opts: &MountOpts) -> Result<PathBuf> {
         let (id, ro, extra) = (id.clone(), opts.read_only, opts.options.clone());
-        self.blocking(move |i| i.get(&id, ro, &extra)).await
+        run_blocking_with(&self.inner, move |i| i.get(&id, ro, &extra)).await
     }
 
     async fn put(&self, id: &LayerId) -> Result<()> {
         let id = id.clone();
-        self.blocking(move |i| i.put(&id)).await
+        run_blocking_with(&self.inner, move |i| i.put(&id)).await
     }
 
     async fn is_mounted(&self, id: &LayerId) -> Result<bool> {
         let id = id.clone();
-        self.blocking(move |i| i.is_mounted(&id)).await
+        run_blocking_with(&self.inner, move |i| i.is_mounted(&id)).await
     }
 
     async fn exists(&self, id: &LayerId) -> Result<bool> {
         let id = id.clone();
-        self.blocking(move |i| i.layout.exists(&id)).await
+        run_blocking_with(&self.inner, move |i| i.layout.exists(&id)).await
     }
 
     /// The mount spec (`Image`, `FsType`, `ReadOnly`, `Options`), and `Kind`, `Parent`,
     /// `MountDir`, `Size` (apparent bytes) and `Allocated` (bytes on disk).
     async fn metadata(&self, id: &LayerId) -> Result<Vec<(String, String)>> {
         let id = id.clone();
-        self.blocking(move |i| {
+        run_blocking_with(&self.inner, move |i| {
             let meta = i.layout.meta(&id)?;
             let spec = i.mount_spec(&id)?;
             Ok(vec![
@@ -135,7 +128,7 @@ impl Driver for BlockDriver {
     }
 
     async fn cleanup(&self) -> Result<()> {
-        self.blocking(|i| i.cleanup()).await
+        run_blocking_with(&self.inner, |i| i.cleanup()).await
     }
 
     /// Mounts the image read-write, untars with whiteouts applied (the image holds the parent's

@@ -5,97 +5,16 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use rustix::fs::{Mode, OFlags};
-use rustix::io::Errno;
 use strata_driver_api::{Error, ErrorKind, Result};
 
 use crate::config::Fs;
-use crate::{loopdev, mountinfo};
+use crate::{loopdev, sys};
 
-/// How a clone was made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloneMethod {
-    /// `FICLONE`: the blocks are shared, O(1) in the data.
-    Reflink,
-    /// Only the allocated extents were copied (`SEEK_DATA`/`SEEK_HOLE` + `copy_file_range`).
-    SparseCopy,
-}
-
-impl CloneMethod {
-    /// The name shown in `status()` and metadata.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CloneMethod::Reflink => "reflink",
-            CloneMethod::SparseCopy => "sparse copy",
-        }
-    }
-}
-
-/// Makes `dst` (which must not exist) a copy of `src`: a reflink where the filesystem can, else a
-/// sparse copy that moves only the allocated extents, so the copy takes as much disk as the
-/// source's data, not its apparent size. `dst` is fsync'd. On error `dst` may be left partly
-/// written; the caller discards it.
-pub fn clone_file(src: &Path, dst: &Path) -> Result<CloneMethod> {
-    let s = rustix::fs::open(src, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| Error::os("open", src, e))?;
-    let d = rustix::fs::open(
-        dst,
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
-    )
-    .map_err(|e| Error::os("create", dst, e))?;
-    let method = match rustix::fs::ioctl_ficlone(&d, &s) {
-        Ok(()) => CloneMethod::Reflink,
-        // Not a reflinking filesystem, or not the same one.
-        Err(Errno::OPNOTSUPP | Errno::XDEV | Errno::INVAL | Errno::NOTTY | Errno::NOSYS) => {
-            sparse_copy(&s, &d, src, dst)?;
-            CloneMethod::SparseCopy
-        }
-        Err(e) => return Err(Error::os("FICLONE", dst, e)),
-    };
-    rustix::fs::fsync(&d).map_err(|e| Error::os("fsync", dst, e))?;
-    Ok(method)
-}
-
-fn sparse_copy(s: impl AsFd, d: impl AsFd, src: &Path, dst: &Path) -> Result<()> {
-    let len = rustix::fs::fstat(&s)
-        .map_err(|e| Error::os("fstat", src, e))?
-        .st_size as u64;
-    rustix::fs::ftruncate(&d, len).map_err(|e| Error::os("ftruncate", dst, e))?;
-    let mut pos = 0u64;
-    while pos < len {
-        let data = match rustix::fs::seek(&s, rustix::fs::SeekFrom::Data(pos)) {
-            Ok(p) => p,
-            // No data after `pos`: the rest is a hole.
-            Err(Errno::NXIO) => break,
-            Err(e) => return Err(Error::os("lseek SEEK_DATA", src, e)),
-        };
-        let hole = rustix::fs::seek(&s, rustix::fs::SeekFrom::Hole(data))
-            .map_err(|e| Error::os("lseek SEEK_HOLE", src, e))?
-            .min(len);
-        let (mut off_in, mut off_out) = (data, data);
-        while off_in < hole {
-            let want = usize::try_from(hole - off_in)
-                .unwrap_or(usize::MAX)
-                .min(1 << 30);
-            let n =
-                rustix::fs::copy_file_range(&s, Some(&mut off_in), &d, Some(&mut off_out), want)
-                    .map_err(|e| Error::os("copy_file_range", dst, e))?;
-            if n == 0 {
-                return Err(Error::new(
-                    ErrorKind::Io,
-                    format!("{} shrank while being copied", src.display()),
-                ));
-            }
-        }
-        pos = hole;
-    }
-    Ok(())
-}
+pub use strata_driver_util::clone_file::{CloneMethod, clone_file, probe_reflink};
 
 /// The bytes a file takes on disk (`st_blocks * 512`), not its apparent size.
 pub fn allocated(path: &Path) -> Result<u64> {
@@ -249,10 +168,10 @@ fn make_scratch(tmp: &Path, mnt: &Path, fs: Fs, size: u64) -> Result<()> {
     }
     std::fs::create_dir(mnt).map_err(|e| Error::os("mkdir", mnt, e))?;
     let dev = loopdev::attach(tmp, false, "scratch")?;
-    mountinfo::mount(&dev.path(), mnt, fs, false, fs_options(fs))?;
+    sys::mount(&dev.path(), mnt, fs, false, fs_options(fs))?;
     drop(dev);
     let prepared = prepare_root(mnt);
-    let umounted = mountinfo::unmount(mnt, tmp);
+    let umounted = sys::unmount(mnt, tmp);
     prepared?;
     umounted?;
     let f = File::open(tmp).map_err(|e| Error::os("open", tmp, e))?;
@@ -280,25 +199,6 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     let d = rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
         .map_err(|e| Error::os("open", dir, e))?;
     rustix::fs::fsync(&d).map_err(|e| Error::os("fsync", dir, e))
-}
-
-/// Whether FICLONE works in `dir` (tried on two small files made and removed there).
-pub fn probe_reflink(dir: &Path, tag: &str) -> bool {
-    let a = dir.join(format!(".reflink-a-{tag}"));
-    let b = dir.join(format!(".reflink-b-{tag}"));
-    let ok = (|| -> std::io::Result<bool> {
-        let mut fa = File::create(&a)?;
-        // One block: some filesystems refuse to clone an empty file.
-        std::io::Write::write_all(&mut fa, &[0u8; 4096])?;
-        drop(fa);
-        let fa = File::open(&a)?;
-        let fb = File::create(&b)?;
-        Ok(rustix::fs::ioctl_ficlone(&fb, &fa).is_ok())
-    })()
-    .unwrap_or(false);
-    let _ = std::fs::remove_file(&a);
-    let _ = std::fs::remove_file(&b);
-    ok
 }
 
 #[cfg(test)]
@@ -333,32 +233,5 @@ mod tests {
     fn scratch_names_carry_fs_and_size() {
         assert_eq!(scratch_name(Fs::Ext4, 64 << 20), "ext4-67108864.img");
         assert_eq!(scratch_name(Fs::Xfs, 1), "xfs-1.img");
-    }
-
-    #[test]
-    fn sparse_copy_moves_only_data() {
-        use std::io::{Seek, SeekFrom, Write};
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        let mut f = File::create(&src).unwrap();
-        f.set_len(64 << 20).unwrap();
-        f.seek(SeekFrom::Start(8 << 20)).unwrap();
-        f.write_all(&[7u8; 1 << 20]).unwrap();
-        f.seek(SeekFrom::Start(40 << 20)).unwrap();
-        f.write_all(&[9u8; 4096]).unwrap();
-        f.sync_all().unwrap();
-        drop(f);
-        let dst = dir.path().join("dst");
-        let method = clone_file(&src, &dst).unwrap();
-        assert_eq!(apparent(&dst).unwrap(), 64 << 20);
-        assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
-        if method == CloneMethod::SparseCopy {
-            let alloc = allocated(&dst).unwrap();
-            assert!(alloc < 2 << 20, "sparse copy allocated {alloc} bytes");
-        }
-        assert_eq!(
-            clone_file(&src, &dst).unwrap_err().kind(),
-            ErrorKind::AlreadyExists
-        );
     }
 }

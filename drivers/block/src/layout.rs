@@ -1,7 +1,8 @@
 //! The driver's files under its home (`<root>/block`):
 //!
 //! ```text
-//! <home>/.lock                  held shared by every instance; exclusive only for the sweep
+//! <home>/lock                   held shared by every instance; exclusive only for the sweep
+//!                               (`strata_driver_util::lock`; so no layer can be called `lock`)
 //! <home>/.scratch/<fs>-<size>.img   the empty filesystem a base layer is cloned from
 //! <home>/<id>/image             the layer's filesystem image (sparse)
 //! <home>/<id>/meta              kind=image|container, parent=<id> (written before the rename)
@@ -10,7 +11,9 @@
 //! <home>/.rm-<id>-<tag>/        a layer being removed
 //! ```
 //!
-//! Layer ids start with a letter or digit, so the dot-names never collide with a layer. A layer
+//! Layer ids start with a letter or digit, so the dot-names never collide with a layer; the
+//! one other name, `lock`, is reserved ([`RESERVED`]). An old `.lock` (an earlier version's
+//! lock file) is neither a layer nor a leftover: it stays, harmless. A layer
 //! is made whole in a `.tmp-` directory (image cloned and fsync'd, meta written and fsync'd)
 //! and renamed into place with `RENAME_NOREPLACE`: a layer directory either is whole or does not
 //! exist. A crash leaves only dot-names, which the sweep removes.
@@ -19,26 +22,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::RenameFlags;
-use strata_driver_api::{Error, ErrorKind, LayerId, Result};
+use strata_driver_api::{Error, ErrorKind, LayerId, LayerKind, Result};
+use strata_driver_util::lock::LOCK_FILE;
 
-/// What a layer is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LayerKind {
-    /// An image layer: filled by `apply_diff`, mounted read-only by `get`.
-    Image,
-    /// A writable container layer.
-    Container,
-}
-
-impl LayerKind {
-    /// The name in `meta` and in metadata.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LayerKind::Image => "image",
-            LayerKind::Container => "container",
-        }
-    }
-}
+/// Names in the home that are not layers, so not usable as layer ids: the instance lock.
+pub const RESERVED: &[&str] = &[LOCK_FILE];
 
 /// A layer's `meta` file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,8 +54,7 @@ impl Meta {
         let mut parent = None;
         for line in text.lines() {
             match line.split_once('=') {
-                Some(("kind", "image")) => kind = Some(LayerKind::Image),
-                Some(("kind", "container")) => kind = Some(LayerKind::Container),
+                Some(("kind", k)) if LayerKind::parse(k).is_some() => kind = LayerKind::parse(k),
                 Some(("parent", p)) => {
                     parent = Some(LayerId::new(p).map_err(|_| bad(format!("bad parent {p:?}")))?)
                 }
@@ -91,15 +78,14 @@ pub struct Layout {
 
 impl Layout {
     /// The layout of `home` (absolute, canonical).
-    pub fn new(home: PathBuf) -> Layout {
+    pub fn new(home: PathBuf) -> Result<Layout> {
         // The pid alone could repeat a crashed process's leftover names.
-        let mut salt = [0u8; 4];
-        let _ = rustix::rand::getrandom(&mut salt, rustix::rand::GetRandomFlags::empty());
-        Layout {
+        let salt = strata_driver_api::random::hex(4)?;
+        Ok(Layout {
             home,
-            tag: format!("{}{:08x}", std::process::id(), u32::from_le_bytes(salt)),
+            tag: format!("{}{salt}", std::process::id()),
             counter: AtomicU64::new(0),
-        }
+        })
     }
 
     /// The home.
@@ -133,13 +119,11 @@ impl Layout {
         self.home.join(".scratch")
     }
 
-    /// `<home>/.lock`
-    pub fn lock_file(&self) -> PathBuf {
-        self.home.join(".lock")
-    }
-
     /// Whether the layer exists (its `meta` does).
     pub fn exists(&self, id: &LayerId) -> Result<bool> {
+        if RESERVED.contains(&id.as_str()) {
+            return Ok(false);
+        }
         let meta = self.dir(id).join("meta");
         match std::fs::symlink_metadata(&meta) {
             Ok(_) => Ok(true),
@@ -169,6 +153,12 @@ impl Layout {
         meta: &Meta,
         fill: impl FnOnce(&Path) -> Result<()>,
     ) -> Result<()> {
+        if RESERVED.contains(&id.as_str()) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("layer id {id:?} is reserved by the block driver's layout"),
+            ));
+        }
         if self.exists(id)? {
             return Err(already(id));
         }
@@ -231,7 +221,9 @@ impl Layout {
         for e in rd {
             let e = e.map_err(|e| Error::os("readdir", &self.home, e))?;
             if let Some(id) = e.file_name().to_str().and_then(|n| LayerId::new(n).ok()) {
-                out.push(id);
+                if !RESERVED.contains(&id.as_str()) {
+                    out.push(id);
+                }
             }
         }
         out.sort();
@@ -306,6 +298,22 @@ mod tests {
     }
 
     #[test]
+    fn lock_is_a_reserved_id() {
+        let tmp = tempfile::tempdir().unwrap();
+        let l = Layout::new(tmp.path().to_path_buf()).unwrap();
+        std::fs::write(tmp.path().join(LOCK_FILE), b"").unwrap();
+        let lock = LayerId::new(LOCK_FILE).unwrap();
+        let meta = Meta {
+            kind: LayerKind::Image,
+            parent: None,
+        };
+        let err = l.create(&lock, &meta, |_| Ok(())).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(!l.exists(&lock).unwrap());
+        assert!(l.layers().unwrap().is_empty());
+    }
+
+    #[test]
     fn leftovers_are_dot_names_only() {
         assert!(is_leftover(".tmp-a-1-2"));
         assert!(is_leftover(".rm-a-1-2"));
@@ -314,6 +322,7 @@ mod tests {
         assert!(!is_leftover("ext4-1024.img"));
         assert!(!is_leftover("layer1"));
         assert!(!is_leftover(".lock"));
+        assert!(!is_leftover(LOCK_FILE));
         assert!(!is_leftover(".scratch"));
     }
 }

@@ -33,6 +33,7 @@
 //! # Limits
 //!
 //! - Needs root (loop devices, mount) and `mkfs.ext4` or `mkfs.xfs`.
+//! - The id `lock` is reserved (`<home>/lock`, the instance lock): `InvalidInput` at create.
 //! - A layer's size is the config's, for every layer: `CreateOpts::size` is `NotSupported`
 //!   (growing one image would need a resize; shrinking below the parent is impossible).
 //! - Freed blocks inside an image are not given back to the backing file (no `discard`): an
@@ -50,17 +51,18 @@ mod driver;
 mod image;
 mod layout;
 mod loopdev;
-mod mountinfo;
-mod ops;
+mod mounts;
+mod sys;
 
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 pub use config::{Config, DEFAULT_SIZE, Fs};
 pub use image::CloneMethod;
-use rustix::fs::{FlockOperation, Mode, OFlags};
+use rustix::fs::Mode;
 use strata_driver_api::{Capabilities, Error, ErrorKind, LayerId, Result};
+use strata_driver_util::lock::HomeLock;
+use strata_driver_util::refcount::Slots;
 
 /// The driver's name, in configs and as its home directory's name.
 pub const NAME: &str = "block";
@@ -161,19 +163,20 @@ pub struct BlockDriver {
 #[derive(Debug)]
 struct Inner {
     layout: layout::Layout,
-    slots: ops::Slots,
+    slots: Slots,
     fs: Fs,
     size: u64,
     reflink: bool,
     scratch_lock: Mutex<()>,
-    /// `<home>/.lock`, held shared while this instance lives.
-    _lock: OwnedFd,
+    /// `<home>/lock`, held shared while this instance lives.
+    _lock: HomeLock,
 }
 
 impl BlockDriver {
     /// Opens the driver in `home` (`<root>/block`), creating it (0700) if needed. When no other
     /// instance has the home open (in this process or another), clears what a crash left
-    /// behind (see the crate docs). The instance holds `<home>/.lock` shared until dropped.
+    /// behind (see the crate docs). The instance holds `<home>/lock` shared until dropped (so no
+    /// layer can be called `lock`: `InvalidInput`).
     ///
     /// A size below the filesystem's minimum (16 MiB for ext4, 300 MiB for xfs) is
     /// `InvalidInput`; a missing `mkfs.<fs>`, no root or no loop devices is `NotSupported`.
@@ -183,33 +186,20 @@ impl BlockDriver {
         rustix::fs::chmod(&home, Mode::from_raw_mode(0o700))
             .map_err(|e| Error::os("chmod", &home, e))?;
         let home = std::fs::canonicalize(&home).map_err(|e| Error::os("realpath", &home, e))?;
-        let layout = layout::Layout::new(home);
-        let lock_path = layout.lock_file();
-        let lock = rustix::fs::open(
-            &lock_path,
-            OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(|e| Error::os("open", &lock_path, e))?;
-        let sole = rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_ok();
+        let layout = layout::Layout::new(home)?;
+        let lock = HomeLock::attach(layout.home(), || mounts::sweep(&layout))?;
         let reflink = image::probe_reflink(layout.home(), &layout.unique());
         tracing::debug!(home = %layout.home().display(), reflink, fs = %config.fs.as_str(), "block driver started");
-        let inner = Inner {
-            layout,
-            slots: ops::Slots::default(),
-            fs: config.fs,
-            size: config.size,
-            reflink,
-            scratch_lock: Mutex::new(()),
-            _lock: lock,
-        };
-        if sole {
-            inner.sweep()?;
-        }
-        rustix::fs::flock(&inner._lock, FlockOperation::LockShared)
-            .map_err(|e| Error::os("flock", &lock_path, e))?;
         Ok(BlockDriver {
-            inner: Arc::new(inner),
+            inner: Arc::new(Inner {
+                layout,
+                slots: Slots::new(),
+                fs: config.fs,
+                size: config.size,
+                reflink,
+                scratch_lock: Mutex::new(()),
+                _lock: lock,
+            }),
         })
     }
 

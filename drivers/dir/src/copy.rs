@@ -11,10 +11,11 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, SeekFrom};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 use strata_archive::whiteout;
 use strata_driver_api::{Error, ErrorKind, Result};
+use strata_driver_util::clone_file;
 
 use crate::sys::{Kind, Meta, fstat, os};
 
@@ -101,7 +102,7 @@ impl Copier {
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let dst = rfs::openat(dst_dir, dst_name, dst_flags, Mode::from_raw_mode(0o600))
             .map_err(|e| os("create", dst_path, e))?;
-        copy_data(&src, &dst, meta.size, src_path, dst_path)?;
+        clone_file::copy_data(&src, &dst, meta.size, src_path, dst_path)?;
         self.chown(
             rfs::fchown(&dst, Some(uid(meta.uid)), Some(gid(meta.gid))),
             dst_path,
@@ -349,105 +350,6 @@ impl XattrAt<'_> {
             XattrAt::Proc(p) => rfs::lsetxattr(p, name, value, flags),
         }
     }
-}
-
-/// Copies `size` bytes of contents: a reflink where the file system can, else the data
-/// extents only (`SEEK_DATA`/`SEEK_HOLE`), each with `copy_file_range`, then the length.
-fn copy_data(
-    src: &OwnedFd,
-    dst: &OwnedFd,
-    size: u64,
-    src_path: &Path,
-    dst_path: &Path,
-) -> Result<()> {
-    if size == 0 {
-        return Ok(());
-    }
-    // A failed reflink is the expected answer on file systems without shared extents (ext4,
-    // tmpfs) or across mounts: any error here just means "copy the bytes", and a real I/O
-    // problem shows up in the copy itself.
-    if rfs::ioctl_ficlone(dst, src).is_ok() {
-        return Ok(());
-    }
-    let mut end = 0u64;
-    let mut off = 0u64;
-    loop {
-        let data = match rfs::seek(src, SeekFrom::Data(off)) {
-            Ok(d) => d,
-            Err(Errno::NXIO) => break,
-            // No SEEK_DATA on this file system: the whole file is data.
-            Err(Errno::INVAL) if off == 0 => {
-                end = copy_range(src, dst, 0, u64::MAX, src_path, dst_path)?;
-                break;
-            }
-            Err(e) => return Err(os("lseek", src_path, e)),
-        };
-        let hole = rfs::seek(src, SeekFrom::Hole(data)).map_err(|e| os("lseek", src_path, e))?;
-        end = end.max(copy_range(src, dst, data, hole, src_path, dst_path)?);
-        if hole <= off {
-            break;
-        }
-        off = hole;
-    }
-    rfs::ftruncate(dst, end.max(size)).map_err(|e| os("ftruncate", dst_path, e))
-}
-
-/// Copies bytes `[start, end)` (stopping early at end of file); returns the offset reached.
-fn copy_range(
-    src: &OwnedFd,
-    dst: &OwnedFd,
-    start: u64,
-    end: u64,
-    src_path: &Path,
-    dst_path: &Path,
-) -> Result<u64> {
-    let mut pos = start;
-    while pos < end {
-        let want = usize::try_from((end - pos).min(1 << 30)).unwrap_or(1 << 30);
-        let mut off_in = pos;
-        let mut off_out = pos;
-        match rfs::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want) {
-            Ok(0) => break,
-            Ok(n) => pos += n as u64,
-            Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
-                return copy_range_rw(src, dst, pos, end, src_path, dst_path);
-            }
-            Err(Errno::INTR) => {}
-            Err(e) => return Err(os("copy_file_range", dst_path, e)),
-        }
-    }
-    Ok(pos)
-}
-
-fn copy_range_rw(
-    src: &OwnedFd,
-    dst: &OwnedFd,
-    start: u64,
-    end: u64,
-    src_path: &Path,
-    dst_path: &Path,
-) -> Result<u64> {
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut pos = start;
-    while pos < end {
-        let want = usize::try_from((end - pos).min(buf.len() as u64)).unwrap_or(buf.len());
-        let n = match rustix::io::pread(src, &mut buf[..want], pos) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(Errno::INTR) => continue,
-            Err(e) => return Err(os("read", src_path, e)),
-        };
-        let mut done = 0;
-        while done < n {
-            match rustix::io::pwrite(dst, &buf[done..n], pos + done as u64) {
-                Ok(w) => done += w,
-                Err(Errno::INTR) => {}
-                Err(e) => return Err(os("write", dst_path, e)),
-            }
-        }
-        pos += n as u64;
-    }
-    Ok(pos)
 }
 
 #[cfg(test)]

@@ -5,24 +5,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use strata_archive::{ApplyOptions, WhiteoutFormat, WhiteoutMode, WriteOptions};
+use strata_driver_api::stream::run_blocking_with;
 use strata_driver_api::{
-    Capabilities, Change, CreateOpts, Driver, Error, ErrorKind, LayerId, MountOpts, Result,
-    TarStream, naive, stream,
+    Capabilities, Change, CreateOpts, Driver, Error, ErrorKind, LayerId, LayerKind, MountOpts,
+    Result, TarStream, naive, stream,
 };
 
-use crate::layout::LayerKind;
-use crate::{DirDriver, Inner, NAME, changes, mounts, sys};
+use crate::{DirDriver, NAME, changes, mounts, sys};
 
 impl DirDriver {
-    async fn blocking<T, F>(&self, f: F) -> Result<T>
-    where
-        F: FnOnce(&Inner) -> Result<T> + Send + 'static,
-        T: Send + 'static,
-    {
-        let inner = Arc::clone(&self.inner);
-        stream::run_blocking(move || f(&inner)).await
-    }
-
     async fn make(
         &self,
         id: &LayerId,
@@ -30,9 +21,9 @@ impl DirDriver {
         opts: &CreateOpts,
         kind: LayerKind,
     ) -> Result<()> {
-        opts.check_plain(NAME, kind == LayerKind::Container)?;
+        opts.check_plain(NAME, kind.writable())?;
         let (id, parent) = (id.clone(), parent.cloned());
-        self.blocking(move |i| {
+        run_blocking_with(&self.inner, move |i| {
             i.mounts.creating(&id, parent.as_ref(), || {
                 i.layout.create_layer(&id, parent.as_ref(), kind)
             })
@@ -43,8 +34,10 @@ impl DirDriver {
     /// Whether `parent` is the direct parent of `id` (or both are base): the native diff.
     async fn is_direct(&self, id: &LayerId, parent: Option<&LayerId>) -> Result<bool> {
         let (id, parent) = (id.clone(), parent.cloned());
-        self.blocking(move |i| Ok(i.layout.ancestry(&id)?.first() == parent.as_ref()))
-            .await
+        run_blocking_with(&self.inner, move |i| {
+            Ok(i.layout.ancestry(&id)?.first() == parent.as_ref())
+        })
+        .await
     }
 }
 
@@ -60,7 +53,8 @@ impl Driver for DirDriver {
 
     fn status(&self) -> Vec<(String, String)> {
         let home = self.inner.layout.home();
-        let backing = sys::fs_name(home).unwrap_or_else(|e| format!("unknown ({e:#})"));
+        let backing =
+            strata_driver_util::fsname::of(home).unwrap_or_else(|e| format!("unknown ({e:#})"));
         vec![
             ("Root Dir".into(), home.display().to_string()),
             ("Mount Mode".into(), self.mount_mode_status()),
@@ -88,8 +82,7 @@ impl Driver for DirDriver {
 
     async fn remove(&self, id: &LayerId, force: bool) -> Result<()> {
         let id = id.clone();
-        self.blocking(move |i| i.mounts.remove(&i.layout, &id, force))
-            .await
+        run_blocking_with(&self.inner, move |i| i.mounts.remove(&i.layout, &id, force)).await
     }
 
     /// Mounts the view on the first get: a FUSE mount (fuse mode; `opts.read_only` views
@@ -107,18 +100,17 @@ impl Driver for DirDriver {
             ));
         }
         let (id, ro) = (id.clone(), opts.read_only);
-        self.blocking(move |i| i.mounts.get(&i.layout, &id, ro))
-            .await
+        run_blocking_with(&self.inner, move |i| i.mounts.get(&i.layout, &id, ro)).await
     }
 
     async fn put(&self, id: &LayerId) -> Result<()> {
         let id = id.clone();
-        self.blocking(move |i| i.mounts.put(&i.layout, &id)).await
+        run_blocking_with(&self.inner, move |i| i.mounts.put(&i.layout, &id)).await
     }
 
     async fn is_mounted(&self, id: &LayerId) -> Result<bool> {
         let id = id.clone();
-        self.blocking(move |i| {
+        run_blocking_with(&self.inner, move |i| {
             if !i.layout.exists(&id)? {
                 return Err(Error::new(
                     ErrorKind::NotFound,
@@ -132,12 +124,12 @@ impl Driver for DirDriver {
 
     async fn exists(&self, id: &LayerId) -> Result<bool> {
         let id = id.clone();
-        self.blocking(move |i| i.layout.exists(&id)).await
+        run_blocking_with(&self.inner, move |i| i.layout.exists(&id)).await
     }
 
     async fn metadata(&self, id: &LayerId) -> Result<Vec<(String, String)>> {
         let id = id.clone();
-        self.blocking(move |i| {
+        run_blocking_with(&self.inner, move |i| {
             let l = &i.layout;
             let ancestry = l.ancestry(&id)?;
             let layers: Vec<&str> = ancestry.iter().map(LayerId::as_str).collect();
@@ -152,7 +144,7 @@ impl Driver for DirDriver {
     }
 
     async fn cleanup(&self) -> Result<()> {
-        self.blocking(|i| i.mounts.cleanup(&i.layout)).await
+        run_blocking_with(&self.inner, |i| i.mounts.cleanup(&i.layout)).await
     }
 
     /// Native when `parent` is the direct parent (or `None` for a base layer): a tar of
@@ -163,12 +155,11 @@ impl Driver for DirDriver {
             return naive::diff(self, id, parent).await;
         }
         let id = id.clone();
-        let diff = self
-            .blocking(move |i| {
-                i.mounts
-                    .with_synced(&i.layout, &id, || Ok(i.layout.diff(&id)))
-            })
-            .await?;
+        let diff = run_blocking_with(&self.inner, move |i| {
+            i.mounts
+                .with_synced(&i.layout, &id, || Ok(i.layout.diff(&id)))
+        })
+        .await?;
         Ok(stream::from_blocking(move |out| {
             let opts = WriteOptions {
                 whiteouts: WhiteoutFormat::Aufs,
@@ -209,7 +200,7 @@ impl Driver for DirDriver {
             return naive::changes(self, id, parent).await;
         }
         let id = id.clone();
-        self.blocking(move |i| {
+        run_blocking_with(&self.inner, move |i| {
             i.mounts.with_synced(&i.layout, &id, || {
                 changes::changes(&i.layout.branches(&id)?)
             })
@@ -222,7 +213,7 @@ impl Driver for DirDriver {
             return naive::diff_size(self, id, parent).await;
         }
         let id = id.clone();
-        self.blocking(move |i| {
+        run_blocking_with(&self.inner, move |i| {
             i.mounts
                 .with_synced(&i.layout, &id, || changes::diff_size(&i.layout.diff(&id)))
         })

@@ -19,35 +19,23 @@
 //! (temp, fsync, rename), every directory is built under a staging name and renamed into
 //! place, and every staging name starts with a dot, which no [`LayerId`] can: so whatever a
 //! crash leaves is either a dot name or a layer's part without its `layers/<id>`, and
-//! [`Layout::sweep`] removes both, when the first driver instance attaches (`<home>/lock`).
+//! [`Layout::sweep`] removes both, when the first driver instance attaches (`<home>/lock`,
+//! held with `strata_driver_util::lock`; it sits beside the subdirectories, which are all a
+//! sweep walks).
+//!
+//! This module knows paths and files only: it never mounts, serves or unmounts a view.
 
 use std::fs;
 use std::os::fd::AsFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use strata_archive::atomic;
-use strata_driver_api::{Error, ErrorKind, LayerId, Result};
+use strata_driver_api::{Error, ErrorKind, LayerId, LayerKind, Result};
 
 use crate::sys;
 
 const SUBDIRS: [&str; 5] = ["layers", "diff", "mnt", "meta", "state"];
-
-/// Whether a layer is an image layer (`create`) or a writable container layer (`create_rw`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum LayerKind {
-    Image,
-    Container,
-}
-
-impl LayerKind {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            LayerKind::Image => "image",
-            LayerKind::Container => "container",
-        }
-    }
-}
 
 /// Paths under the driver's home, and the operations that keep them consistent.
 #[derive(Debug, Clone)]
@@ -167,10 +155,13 @@ impl Layout {
     pub(crate) fn kind(&self, id: &LayerId) -> Result<LayerKind> {
         let path = self.meta(id);
         let text = fs::read_to_string(&path).map_err(|e| Error::os("read", &path, e))?;
-        match text.lines().find_map(|l| l.strip_prefix("kind=")) {
-            Some("image") => Ok(LayerKind::Image),
-            Some("container") => Ok(LayerKind::Container),
-            _ => Err(Error::new(
+        match text
+            .lines()
+            .find_map(|l| l.strip_prefix("kind="))
+            .and_then(LayerKind::parse)
+        {
+            Some(kind) => Ok(kind),
+            None => Err(Error::new(
                 ErrorKind::Corrupt,
                 format!("{}: no valid kind= line", path.display()),
             )),
@@ -285,37 +276,9 @@ impl Layout {
         unlink(&self.fuse_log(id))
     }
 
-    /// Attaches a driver instance to the home: `<home>/lock` is held shared for as long as the
-    /// returned file is open. When no other instance (in any process) holds it, the leftovers
-    /// of crashed operations are swept first, under the lock held exclusively: a sweep never
-    /// runs while another instance may be midway through an operation (whose staging names
-    /// and half-committed views would look like leftovers). A crashed process's lock goes with
-    /// it, so the first instance after a crash sweeps.
-    pub(crate) fn attach(&self) -> Result<fs::File> {
-        use rustix::fs::{FlockOperation, flock};
-        self.detach_dead_views()?;
-        let path = self.home.join("lock");
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| Error::os("open", &path, e))?;
-        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => self.sweep()?,
-            Err(rustix::io::Errno::WOULDBLOCK) => {}
-            Err(e) => return Err(sys::os("flock", &path, e)),
-        }
-        // From exclusive (or nothing) to shared; another instance's sweep may slip in between,
-        // which is harmless: this one has not started anything yet.
-        flock(&file, FlockOperation::LockShared).map_err(|e| sys::os("flock", &path, e))?;
-        Ok(file)
-    }
-
     /// Clears the leftovers of crashed operations; run before the driver is used, only while no
-    /// other instance is attached (see [`Layout::attach`]).
+    /// other instance is attached (it runs under `strata_driver_util::lock::HomeLock::attach`).
+    /// Never looks at mounts: the driver detaches dead FUSE views before (`mounts`).
     ///
     /// Removes dot names (staging directories, temp files, `-removing` trees), every layer part
     /// whose `layers/<id>` is missing, a manifest without its mount state, and the contents of a
@@ -373,20 +336,6 @@ impl Layout {
             };
             if sys::try_lstat(&self.mount_state(&id))?.is_none() {
                 self.reset_mountpoint(&id)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Detaches every FUSE view whose server died: such a mount fails every call with ENOTCONN
-    /// ("Transport endpoint is not connected"), and would fail the sweep and any later mount
-    /// there. Always safe, whoever else has the home open: a dead view serves nobody.
-    fn detach_dead_views(&self) -> Result<()> {
-        use crate::fuse::launch::{Liveness, detach, liveness};
-        for name in names(&self.sub("mnt"))? {
-            let path = self.sub("mnt").join(&name);
-            if liveness(&path)? == Liveness::Dead {
-                detach(&path)?;
             }
         }
         Ok(())

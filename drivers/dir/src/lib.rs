@@ -75,6 +75,7 @@ use std::sync::Arc;
 
 pub use config::{Config, MountMode};
 use strata_driver_api::{Capabilities, Error, ErrorKind, Result};
+use strata_driver_util::lock::HomeLock;
 
 /// The driver's name, in configs and as its home directory's name.
 pub const NAME: &str = "dir";
@@ -161,7 +162,7 @@ struct Inner {
     /// Why `auto` did not pick fuse, for `status()`.
     fallback: Option<String>,
     /// `<home>/lock`, held shared while this instance lives.
-    _lock: std::fs::File,
+    _lock: HomeLock,
 }
 
 impl DirDriver {
@@ -187,7 +188,10 @@ impl DirDriver {
             "dir driver mount mode"
         );
         let layout = layout::Layout::open(home)?;
-        let lock = layout.attach()?;
+        // Always safe, whoever else has the home open: a dead view serves nobody, and would
+        // fail the sweep and any later mount there.
+        mounts::detach_dead_views(&layout)?;
+        let lock = HomeLock::attach(layout.home(), || layout.sweep())?;
         Ok(DirDriver {
             inner: Arc::new(Inner {
                 layout,

@@ -9,32 +9,28 @@
 //! outlives the process, so `strata mount` in one process and `strata umount` in another work:
 //! an instance that meets a mounted view it holds no count for adopts it with a count of one.
 //!
-//! Counts are per instance. Every get, put, remove, apply and fold of one layer runs under
-//! that layer's lock (held for writing), so they never interleave within a process; reading a
-//! layer's diff as an ancestor (materialising a child's view, a child's `changes`, making a
-//! child) holds the ancestor's lock for reading, so no fold, apply or remove swaps it mid-read.
-//! Locks are taken child first, then ancestors in chain order, so they cannot deadlock. Across
-//! processes the engine serialises writers.
+//! Counts are per instance, in `strata_driver_util::refcount` slots. Every get, put, remove,
+//! apply and fold of one layer runs under that layer's slot (held exclusively), so they never
+//! interleave within a process; reading a layer's diff as an ancestor (materialising a child's
+//! view, a child's `changes`, making a child) holds the ancestor's slot shared, so no fold,
+//! apply or remove swaps it mid-read. Slots are taken child first, then ancestors in chain
+//! order, so they cannot deadlock. Across processes the engine serialises writers.
+//!
+//! Start-up's mount work is here too ([`detach_dead_views`]), so that the layout stays a module
+//! of paths and files.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use strata_driver_api::{Error, ErrorKind, LayerId, Result};
+use strata_driver_api::{Error, ErrorKind, LayerId, LayerKind, Result};
+use strata_driver_util::refcount::{Slot, Slots};
 
 use crate::fold;
 use crate::fuse::{launch, serve};
-use crate::layout::{self, LayerKind, Layout};
+use crate::layout::{self, Layout};
 use crate::manifest::{self, Rec};
 use crate::sys;
 use crate::view;
 use strata_archive::atomic;
-
-/// This instance's references to one layer's view.
-#[derive(Debug, Default)]
-pub(crate) struct Slot {
-    count: u32,
-}
 
 /// What the mount state says about a view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,27 +41,12 @@ pub(crate) struct State {
     pub fuse: Option<u32>,
 }
 
-/// The per-layer locks and counts of one driver instance.
+/// The per-layer slots of one driver instance, and how it makes views.
 #[derive(Debug, Default)]
 pub(crate) struct Mounts {
-    slots: Mutex<HashMap<LayerId, Arc<RwLock<Slot>>>>,
+    slots: Slots,
     /// The FUSE helper program, in fuse mode; `None` in copy mode.
     fuse: Option<PathBuf>,
-}
-
-type SlotRef = Arc<RwLock<Slot>>;
-
-// A panic while holding a lock leaves on-disk state that every step re-checks: go on.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|p| p.into_inner())
-}
-
-fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|p| p.into_inner())
 }
 
 fn not_found(id: &LayerId) -> Error {
@@ -80,42 +61,8 @@ impl Mounts {
     /// Views made by copying (`fuse: None`) or by the FUSE helper `fuse`.
     pub(crate) fn new(fuse: Option<PathBuf>) -> Mounts {
         Mounts {
-            slots: Mutex::default(),
+            slots: Slots::new(),
             fuse,
-        }
-    }
-
-    /// The layer's slot, to lock for the whole operation.
-    fn slot(&self, id: &LayerId) -> SlotRef {
-        lock(&self.slots).entry(id.clone()).or_default().clone()
-    }
-
-    /// The slots of the layer's ancestors, to hold for reading while their diffs are read.
-    fn ancestor_slots(&self, layout: &Layout, id: &LayerId) -> Result<Vec<(LayerId, SlotRef)>> {
-        Ok(layout
-            .ancestry(id)?
-            .into_iter()
-            .map(|a| {
-                let s = self.slot(&a);
-                (a, s)
-            })
-            .collect())
-    }
-
-    /// Drops the slot of `id` from the map when it counts no reference and nobody else has it
-    /// (the map's `Arc` and the caller's are the only ones): the map holds only what is in use.
-    fn forget_if_idle(&self, id: &LayerId, slot: &SlotRef) {
-        let mut map = lock(&self.slots);
-        // With no other Arc, no other thread can hold or wait for the lock (getting an Arc
-        // takes the map's lock, held here), so this never waits.
-        if Arc::strong_count(slot) == 2 && slot.try_read().is_ok_and(|s| s.count == 0) {
-            map.remove(id);
-        }
-    }
-
-    fn forget_all_idle(&self, slots: &[(LayerId, SlotRef)]) {
-        for (id, s) in slots {
-            self.forget_if_idle(id, s);
         }
     }
 
@@ -128,27 +75,19 @@ impl Mounts {
         ancestors: bool,
         f: impl FnOnce(&mut Slot) -> Result<T>,
     ) -> Result<T> {
-        let slot = self.slot(id);
-        let result = (|| {
-            let mut s = write(&slot);
+        self.slots.exclusive(id, |s| {
             if !layout.exists(id)? {
                 return Err(not_found(id));
             }
-            let lower = if ancestors {
-                self.ancestor_slots(layout, id)?
+            let mut lower = if ancestors {
+                layout.ancestry(id)?
             } else {
                 Vec::new()
             };
-            let result = {
-                let _reading: Vec<_> = lower.iter().map(|(_, s)| read(s)).collect();
-                f(&mut s)
-            };
-            drop(s);
-            self.forget_all_idle(&lower);
-            result
-        })();
-        self.forget_if_idle(id, &slot);
-        result
+            // Never the layer's own slot twice, even from a corrupt ancestry.
+            lower.retain(|a| a != id);
+            self.slots.shared(&lower, || f(s))
+        })
     }
 
     /// Takes a reference to the view of `id`, mounting it if it is not mounted. A FUSE view
@@ -159,15 +98,12 @@ impl Mounts {
                 read_only || (self.fuse.is_some() && layout.kind(id)? == LayerKind::Image);
             match current_state(layout, id)? {
                 None => {
-                    match &self.fuse {
-                        Some(helper) => mount_fuse(layout, id, !read_only, helper)?,
-                        None => mount(layout, id, !read_only)?,
-                    }
-                    s.count = 0;
+                    // Not mounted: whatever this instance counted is gone.
+                    s.reset();
                 }
                 Some(st) => {
                     // A view this instance holds no count for: adopt it.
-                    s.count = s.count.max(1);
+                    s.adopt();
                     if !read_only && !st.writable {
                         if let Some(pid) = st.fuse {
                             launch::signal(pid, rustix::process::Signal::USR1)?;
@@ -180,7 +116,10 @@ impl Mounts {
                     }
                 }
             }
-            s.count += 1;
+            s.acquire(|| match &self.fuse {
+                Some(helper) => mount_fuse(layout, id, !read_only, helper),
+                None => mount(layout, id, !read_only),
+            })?;
             Ok(layout.mnt(id))
         })
     }
@@ -190,18 +129,11 @@ impl Mounts {
     pub(crate) fn put(&self, layout: &Layout, id: &LayerId) -> Result<()> {
         let result = self.locked(layout, id, false, |s| {
             let Some(st) = current_state(layout, id)? else {
-                s.count = 0;
+                s.reset();
                 return Ok(());
             };
-            s.count = s.count.max(1) - 1;
-            if s.count == 0 {
-                if let Err(e) = unmount(layout, id, st) {
-                    // Still mounted: the next put tries again.
-                    s.count = 1;
-                    return Err(e);
-                }
-            }
-            Ok(())
+            // Still mounted when the unmount fails: the next put tries again.
+            s.release(|| unmount(layout, id, st))
         });
         match result {
             Err(e) if e.kind() == ErrorKind::NotFound && !layout.exists(id)? => Ok(()),
@@ -224,7 +156,7 @@ impl Mounts {
                     release(layout, id)?;
                 }
             }
-            s.count = 0;
+            s.reset();
             layout.remove_layer(id)
         })
     }
@@ -237,16 +169,9 @@ impl Mounts {
         parent: Option<&LayerId>,
         f: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
-        let slot = self.slot(id);
-        let parent_slot = parent.map(|p| (p.clone(), self.slot(p)));
-        let result = {
-            let _s = write(&slot);
-            let _reading = parent_slot.as_ref().map(|(_, s)| read(s));
-            f()
-        };
-        self.forget_all_idle(parent_slot.as_slice());
-        self.forget_if_idle(id, &slot);
-        result
+        // Never the layer's own slot twice (a layer named as its own parent: the layout refuses).
+        let parent: Vec<LayerId> = parent.filter(|p| *p != id).into_iter().cloned().collect();
+        self.slots.exclusive(id, |_| self.slots.shared(&parent, f))
     }
 
     /// Runs `f` under the layer's lock, refusing (`Busy`) while it is mounted.
@@ -290,31 +215,39 @@ impl Mounts {
     /// Releases every view this instance holds a reference to, folding writable ones back.
     /// Goes on past a failure and returns the first.
     pub(crate) fn cleanup(&self, layout: &Layout) -> Result<()> {
-        let slots: Vec<(LayerId, SlotRef)> = lock(&self.slots)
-            .iter()
-            .map(|(id, s)| (id.clone(), s.clone()))
-            .collect();
         let mut first = None;
-        for (id, slot) in &slots {
-            let mut s = write(slot);
-            if s.count == 0 {
-                continue;
-            }
-            let result = match current_state(layout, id) {
-                Ok(Some(st)) => unmount(layout, id, st),
-                Ok(None) => Ok(()),
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(()) => s.count = 0,
-                Err(e) => {
-                    first.get_or_insert(e.context(format!("release layer {id}")));
+        for id in self.slots.ids() {
+            let result = self.slots.exclusive(&id, |s| {
+                if s.count() == 0 {
+                    return Ok(());
                 }
+                if let Some(st) = current_state(layout, &id)? {
+                    unmount(layout, &id, st)?;
+                }
+                s.reset();
+                Ok::<(), Error>(())
+            });
+            if let Err(e) = result {
+                first.get_or_insert(e.context(format!("release layer {id}")));
             }
         }
-        self.forget_all_idle(&slots);
         first.map_or(Ok(()), Err)
     }
+}
+
+/// Detaches every FUSE view whose server died: such a mount fails every call with ENOTCONN
+/// ("Transport endpoint is not connected"), and would fail the sweep and any later mount
+/// there. Always safe, whoever else has the home open: a dead view serves nobody.
+pub(crate) fn detach_dead_views(layout: &Layout) -> Result<()> {
+    let mnt = layout.sub("mnt");
+    for ent in std::fs::read_dir(&mnt).map_err(|e| Error::os("opendir", &mnt, e))? {
+        let ent = ent.map_err(|e| Error::os("readdir", &mnt, e))?;
+        let path = ent.path();
+        if launch::liveness(&path)? == launch::Liveness::Dead {
+            launch::detach(&path)?;
+        }
+    }
+    Ok(())
 }
 
 /// The view's mount state as recorded, or `None` if it is not mounted.

@@ -287,29 +287,6 @@ pub(crate) fn syncfs(path: &Path) -> Result<()> {
     rfs::syncfs(&dir).map_err(|e| os("syncfs", path, e))
 }
 
-/// The name of the file system type behind `path`, from `statfs`'s magic number.
-pub(crate) fn fs_name(path: &Path) -> Result<String> {
-    let st = rfs::statfs(path).map_err(|e| os("statfs", path, e))?;
-    #[allow(clippy::unnecessary_cast)]
-    let magic = st.f_type as i64 as u64 & 0xffff_ffff;
-    Ok(match magic {
-        0xEF53 => "ext4".into(),
-        0x5846_5342 => "xfs".into(),
-        0x9123_683E => "btrfs".into(),
-        0x0102_1994 => "tmpfs".into(),
-        0x794C_7630 => "overlayfs".into(),
-        0x2FC1_2FC1 => "zfs".into(),
-        0xF2F5_2010 => "f2fs".into(),
-        0xCA45_1A4E => "bcachefs".into(),
-        0x6969 => "nfs".into(),
-        0x6573_5546 => "fuse".into(),
-        0x8584_58F6 => "ramfs".into(),
-        0x7371_7368 => "squashfs".into(),
-        0xF15F => "ecryptfs".into(),
-        other => format!("unknown ({other:#x})"),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

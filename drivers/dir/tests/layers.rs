@@ -293,3 +293,27 @@ async fn config_and_status() {
     let d = DirDriver::new(tmp.path().join("dir"), auto).unwrap();
     assert_eq!(d.mount_mode(), MountMode::Fuse);
 }
+
+/// A layer named as its own parent is refused, never a deadlock on its own slot.
+#[tokio::test]
+async fn own_parent_is_refused_without_deadlock() {
+    let f = Fixture::new();
+    assert!(
+        f.home().join("lock").is_file(),
+        "the instance lock is <home>/lock"
+    );
+    let opts = CreateOpts::default();
+    let (a, b) = (id("a"), id("b"));
+    let within = std::time::Duration::from_secs(20);
+    let err = tokio::time::timeout(within, f.drv.create(&b, Some(&b), &opts))
+        .await
+        .expect("no deadlock")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ParentNotFound);
+    f.image("a", None).await;
+    let err = tokio::time::timeout(within, f.drv.create(&a, Some(&a), &opts))
+        .await
+        .expect("no deadlock")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+}

@@ -133,7 +133,7 @@ pub(crate) fn backing(home: &Path, dir: &Path) -> Result<u64> {
                 "overlay driver: the file system of {} ({}) does not report d_type, which overlayfs needs; \
                  reformat xfs with -n ftype=1 or ext4 with -O filetype",
                 home.display(),
-                sys::fs_name(magic)
+                strata_driver_util::fsname::name(magic)
             ),
         ));
     }
@@ -332,7 +332,7 @@ mod tests {
     #[test]
     fn plan_creates_nothing() {
         if let Err(e) = host() {
-            eprintln!("SKIPPED: plan_creates_nothing: {e}");
+            eprintln!("SKIP plan_creates_nothing: {e:#}");
             return;
         }
         let tmp = tempfile::tempdir().unwrap();
@@ -340,7 +340,13 @@ mod tests {
         let planned = plan(&home, &Config::default()).unwrap();
         assert!(planned.max_depth > 0);
         assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
-        assert!(sys::mounts_under(tmp.path()).unwrap().is_empty());
+        assert!(
+            strata_driver_util::mountinfo::points_under(
+                &strata_driver_util::mountinfo::read().unwrap(),
+                tmp.path()
+            )
+            .is_empty()
+        );
         // Options that break native diff are known to without a test mount.
         let metacopy = Config {
             mount_options: vec!["metacopy=on".into()],
@@ -360,7 +366,7 @@ mod tests {
     #[test]
     fn a_killed_test_mount_is_swept_at_start() {
         if let Err(e) = host() {
-            eprintln!("SKIPPED: a_killed_test_mount_is_swept_at_start: {e}");
+            eprintln!("SKIP a_killed_test_mount_is_swept_at_start: {e:#}");
             return;
         }
         let tmp = tempfile::tempdir().unwrap();
@@ -390,7 +396,10 @@ mod tests {
         }
         assert!(sys::is_mount_root(&merged).unwrap());
         let started = crate::OverlayDriver::new(home.clone(), Config::default());
-        let left = sys::mounts_under(&dir).unwrap();
+        let left = strata_driver_util::mountinfo::points_under(
+            &strata_driver_util::mountinfo::read().unwrap(),
+            &dir,
+        );
         for m in &left {
             let _ = sys::unmount(m);
         }

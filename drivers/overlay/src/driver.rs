@@ -7,24 +7,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use strata_archive::{ApplyOptions, WhiteoutFormat, WhiteoutMode, WriteOptions};
+use strata_driver_api::stream::run_blocking_with;
 use strata_driver_api::{
-    Capabilities, Change, CreateOpts, Driver, Error, LayerId, MountOpts, Result, TarStream, naive,
-    stream,
+    Capabilities, Change, CreateOpts, Driver, Error, LayerId, LayerKind, MountOpts, Result,
+    TarStream, naive, stream,
 };
 
-use crate::layout::LayerKind;
-use crate::{Inner, NAME, OverlayDriver, sys};
+use crate::{NAME, OverlayDriver, sys};
 
 impl OverlayDriver {
-    async fn blocking<T, F>(&self, f: F) -> Result<T>
-    where
-        F: FnOnce(&Inner) -> Result<T> + Send + 'static,
-        T: Send + 'static,
-    {
-        let inner = Arc::clone(&self.inner);
-        stream::run_blocking(move || f(&inner)).await
-    }
-
     async fn make(
         &self,
         id: &LayerId,
@@ -32,10 +23,9 @@ impl OverlayDriver {
         opts: &CreateOpts,
         kind: LayerKind,
     ) -> Result<()> {
-        opts.check_plain(NAME, kind == LayerKind::Container)?;
+        opts.check_plain(NAME, kind.writable())?;
         let (id, parent) = (id.clone(), parent.cloned());
-        self.blocking(move |i| i.create(&id, parent.as_ref(), kind))
-            .await
+        run_blocking_with(&self.inner, move |i| i.create(&id, parent.as_ref(), kind)).await
     }
 
     /// Whether the native diff applies to the pair: native diff is safe here and `parent` is
@@ -45,7 +35,7 @@ impl OverlayDriver {
             return Ok(false);
         }
         let (id, parent) = (id.clone(), parent.cloned());
-        self.blocking(move |i| {
+        run_blocking_with(&self.inner, move |i| {
             i.layout.ensure(&id)?;
             Ok(i.layout.ancestors(&id)?.first() == parent.as_ref())
         })
@@ -123,32 +113,32 @@ impl Driver for OverlayDriver {
 
     async fn remove(&self, id: &LayerId, force: bool) -> Result<()> {
         let id = id.clone();
-        self.blocking(move |i| i.remove(&id, force)).await
+        run_blocking_with(&self.inner, move |i| i.remove(&id, force)).await
     }
 
     async fn get(&self, id: &LayerId, opts: &MountOpts) -> Result<PathBuf> {
         let (id, opts) = (id.clone(), opts.clone());
-        self.blocking(move |i| i.get(&id, &opts)).await
+        run_blocking_with(&self.inner, move |i| i.get(&id, &opts)).await
     }
 
     async fn put(&self, id: &LayerId) -> Result<()> {
         let id = id.clone();
-        self.blocking(move |i| i.put(&id)).await
+        run_blocking_with(&self.inner, move |i| i.put(&id)).await
     }
 
     async fn is_mounted(&self, id: &LayerId) -> Result<bool> {
         let id = id.clone();
-        self.blocking(move |i| i.is_mounted(&id)).await
+        run_blocking_with(&self.inner, move |i| i.is_mounted(&id)).await
     }
 
     async fn exists(&self, id: &LayerId) -> Result<bool> {
         let id = id.clone();
-        self.blocking(move |i| i.layout.exists(&id)).await
+        run_blocking_with(&self.inner, move |i| i.layout.exists(&id)).await
     }
 
     async fn metadata(&self, id: &LayerId) -> Result<Vec<(String, String)>> {
         let id = id.clone();
-        self.blocking(move |i| {
+        run_blocking_with(&self.inner, move |i| {
             let l = &i.layout;
             l.ensure(&id)?;
             let lowers: Vec<String> = l
@@ -172,7 +162,7 @@ impl Driver for OverlayDriver {
     }
 
     async fn cleanup(&self) -> Result<()> {
-        self.blocking(|i| i.cleanup()).await
+        run_blocking_with(&self.inner, |i| i.cleanup()).await
     }
 
     /// Native for a layer and its direct parent: a tar of `diff/` with overlay whiteouts
@@ -237,6 +227,6 @@ impl Driver for OverlayDriver {
             return naive::diff_size(self, id, parent).await;
         }
         let id = id.clone();
-        self.blocking(move |i| tree_size(&i.layout.diff(&id))).await
+        run_blocking_with(&self.inner, move |i| tree_size(&i.layout.diff(&id))).await
     }
 }

@@ -3,7 +3,8 @@
 //! ```text
 //! l/<LID> -> ../<id>/diff   one short link a layer (26 base32 characters), for mount(2) data
 //! .empty/                   an empty directory: the lower of a base layer's writable mount
-//! .lock                     held shared by every instance (the sweep runs only when free)
+//! lock                      held shared by every instance (the sweep runs only when free;
+//!                           `strata_driver_util::lock`); an earlier version's `.lock` is ignored
 //! <id>/diff/                the layer's upper directory: its changes, in overlayfs form
 //! <id>/work/                overlayfs's work directory
 //! <id>/merged/              the mount point, made on mount, removed on unmount
@@ -12,8 +13,8 @@
 //! <id>/committed            the layer mounts read-only (an image layer, or one with children)
 //! ```
 //!
-//! The id `l` is reserved (`InvalidInput` at create); the driver's other names start with a dot,
-//! which no layer id can.
+//! The ids `l` and `lock` are reserved (`InvalidInput` at create); the driver's other names
+//! start with a dot, which no layer id can.
 //!
 //! A layer is built under `.tmp-<id>-<rand>` and renamed into place, its small files written
 //! and fsync'd first, so `<id>` never exists with an empty `link` or `lower` (moby #42964). A
@@ -26,22 +27,15 @@ use std::time::Duration;
 
 use rustix::fs::RenameFlags;
 use rustix::io::Errno;
-use strata_driver_api::{Error, ErrorKind, LayerId, Result};
+use strata_archive::atomic;
+use strata_driver_api::{Error, ErrorKind, LayerId, LayerKind, Result};
+use strata_driver_util::lock::LOCK_FILE;
 
 use crate::opts::{self, LID_LEN};
 use crate::sys::{self, os};
 
 /// Names in the home that are not layers, so not usable as layer ids.
-pub(crate) const RESERVED: &[&str] = &["l"];
-
-/// Whether a layer mounts writable (a container layer) or read-only (an image layer).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum LayerKind {
-    /// Made by `create`: mounts read-only, filled by `apply_diff`.
-    Image,
-    /// Made by `create_rw`.
-    Container,
-}
+pub(crate) const RESERVED: &[&str] = &["l", LOCK_FILE];
 
 /// The driver's home and the paths in it.
 #[derive(Debug)]
@@ -67,17 +61,19 @@ fn mkdir_exist_ok(path: &Path, mode: u32) -> Result<()> {
     }
 }
 
-fn random_lid() -> String {
-    let mut bytes = [0u8; 17];
-    let mut filled = 0;
-    while filled < bytes.len() {
-        match rustix::rand::getrandom(&mut bytes[filled..], rustix::rand::GetRandomFlags::empty()) {
-            Ok(n) => filled += n,
-            Err(Errno::INTR) => {}
-            Err(e) => panic!("getrandom failed: {e}"),
-        }
-    }
-    opts::lid_from(bytes)
+/// A fresh short link name (17 random bytes, base32).
+fn random_lid() -> Result<String> {
+    Ok(opts::lid_from(strata_driver_api::random::bytes::<17>()?))
+}
+
+/// Writes the small file `dir/name` atomically (`strata_archive::atomic`: temp, fsync, rename,
+/// fsync the directory) and gives it `mode`. A power cut leaves the old content or the new,
+/// never an empty file.
+fn write_small(dir: &Path, name: &str, data: &[u8], mode: u32) -> Result<()> {
+    let path = dir.join(name);
+    atomic::write_bytes(&path, data)?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::os("chmod", &path, e))
 }
 
 impl Layout {
@@ -219,7 +215,7 @@ impl Layout {
         if self.committed(id) {
             return Ok(());
         }
-        sys::write_atomic(&self.dir(id), "committed", b"", 0o600)
+        write_small(&self.dir(id), "committed", b"", 0o600)
     }
 
     /// Makes layer `id` over `parent` (whose ancestors' LIDs are `parent_lowers`), all or
@@ -242,7 +238,7 @@ impl Layout {
                 format!("layer {id} already exists"),
             ));
         }
-        let tmp = self.home.join(format!(".tmp-{id}-{}", &random_lid()[..8]));
+        let tmp = self.home.join(format!(".tmp-{id}-{}", &random_lid()?[..8]));
         mkdir(&tmp, 0o710)?;
         let built = self.build(&tmp, id, parent, kind);
         let lid = match built {
@@ -299,24 +295,24 @@ impl Layout {
                 lower.push_str(":l/");
                 lower.push_str(l);
             }
-            sys::write_atomic(tmp, "lower", lower.as_bytes(), 0o644)?;
+            write_small(tmp, "lower", lower.as_bytes(), 0o644)?;
         }
         if kind == LayerKind::Image {
-            sys::write_atomic(tmp, "committed", b"", 0o600)?;
+            write_small(tmp, "committed", b"", 0o600)?;
         }
         // A fresh LID (a collision with an existing one is astronomically unlikely, and
         // symlink's EEXIST catches it).
         let target = PathBuf::from("..").join(id.as_str()).join("diff");
-        let mut lid = random_lid();
+        let mut lid = random_lid()?;
         loop {
             match std::os::unix::fs::symlink(&target, self.lid_path(&lid)) {
                 Ok(()) => break,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => lid = random_lid(),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => lid = random_lid()?,
                 Err(e) => return Err(Error::os("symlink", &self.lid_path(&lid), e)),
             }
         }
         debug_assert_eq!(lid.len(), LID_LEN);
-        if let Err(e) = sys::write_atomic(tmp, "link", lid.as_bytes(), 0o644) {
+        if let Err(e) = write_small(tmp, "link", lid.as_bytes(), 0o644) {
             let _ = fs::remove_file(self.lid_path(&lid));
             return Err(e);
         }
@@ -330,7 +326,7 @@ impl Layout {
         let dir = self.dir(id);
         let tomb = self
             .home
-            .join(format!(".removing-{id}-{}", &random_lid()[..8]));
+            .join(format!(".removing-{id}-{}", &random_lid()?[..8]));
         fs::rename(&dir, &tomb).map_err(|e| Error::os("rename", &dir, e))?;
         if let Some(lid) = lid {
             let link = self.lid_path(&lid);
@@ -414,5 +410,34 @@ fn remove_all_retry(path: &Path) -> Result<()> {
             }
             Err(e) => return Err(Error::os("remove", path, e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> LayerId {
+        LayerId::new(s).unwrap()
+    }
+
+    #[test]
+    fn lock_is_a_reserved_id_and_old_lock_files_stay() {
+        let tmp = tempfile::tempdir().unwrap();
+        let l = Layout::open(tmp.path().join("overlay")).unwrap();
+        fs::write(l.home().join(LOCK_FILE), b"").unwrap();
+        fs::write(l.home().join(".lock"), b"").unwrap();
+        let err = l.create(&id("lock"), None, LayerKind::Image).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(!l.exists(&id("lock")).unwrap());
+        l.create(&id("a"), None, LayerKind::Container).unwrap();
+        fs::create_dir(l.home().join(".tmp-x-1")).unwrap();
+        l.sweep().unwrap();
+        assert!(!l.home().join(".tmp-x-1").exists());
+        assert!(l.home().join(LOCK_FILE).exists());
+        assert!(l.home().join(".lock").exists());
+        assert_eq!(l.ids().unwrap(), [id("a")]);
+        let link = fs::metadata(l.dir(&id("a")).join("link")).unwrap();
+        assert_eq!(link.permissions().mode() & 0o777, 0o644);
     }
 }

@@ -23,7 +23,7 @@
 //!   process outside one cannot mount: [`probe`] says so.
 //! - No size quota: `create_rw` with a size is `NotSupported` (xfs project quotas are not
 //!   done yet).
-//! - The id `l` is reserved (the short links' directory).
+//! - The ids `l` (the short links' directory) and `lock` (the instance lock) are reserved.
 //! - Renaming a directory that came from a lower layer fails with EXDEV in a view (no
 //!   `redirect_dir`), as in Docker; callers such as `mv` copy instead.
 //!
@@ -34,8 +34,9 @@
 //!
 //! # Refcounts
 //!
-//! `get` counts in-process; the first `get` or `put` of a layer that is mounted already (a
-//! mount left by another process: `<id>/merged` is a mount root) adopts it with a count of one.
+//! `get` counts in-process (`strata_driver_util::refcount`: each operation on a layer holds its
+//! slot); the first `get` or `put` of a layer that is mounted already (a mount left by another
+//! process: `<id>/merged` is a mount root) adopts it with a count of one.
 //! The last `put` detaches the mount lazily and removes `merged`. `remove` of a mounted layer
 //! is `Busy` unless forced; removing retries EBUSY.
 //!
@@ -61,12 +62,14 @@ mod mounts;
 mod opts;
 mod sys;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 pub use config::{Config, MountApi};
-use strata_driver_api::{Capabilities, Error, LayerId, Result};
+use strata_driver_api::{Capabilities, Result};
+use strata_driver_util::fsname;
+use strata_driver_util::lock::HomeLock;
+use strata_driver_util::refcount::Slots;
 
 /// The driver's name, in configs and as its home directory's name.
 pub const NAME: &str = "overlay";
@@ -113,10 +116,10 @@ struct Inner {
     /// In a user namespace: `userxattr`, overlay's xattrs under `user.overlay.*`.
     user_xattr: bool,
     backing: String,
-    /// In-process mount refcounts.
-    counts: Mutex<HashMap<LayerId, u32>>,
+    /// In-process mount refcounts and per-layer locks.
+    slots: Slots,
     /// `<home>/lock`, held shared while this instance lives.
-    _lock: std::fs::File,
+    _lock: HomeLock,
 }
 
 impl OverlayDriver {
@@ -134,7 +137,7 @@ impl OverlayDriver {
         let home = layout.home().to_path_buf();
         // Again on the home itself, which now holds the layout's entries to tell d_type by.
         let magic = check::backing(&home, &home)?;
-        let lock = attach(&layout)?;
+        let lock = HomeLock::attach(layout.home(), || layout.sweep())?;
         let native_diff = check::native_diff_ok(&home, plan.api, &plan.opts, plan.xattr_prefix())?;
         tracing::debug!(
             home = %home.display(),
@@ -152,8 +155,8 @@ impl OverlayDriver {
                 max_depth: plan.max_depth,
                 native_diff,
                 user_xattr: plan.user_xattr,
-                backing: sys::fs_name(magic),
-                counts: Mutex::new(HashMap::new()),
+                backing: fsname::name(magic),
+                slots: Slots::new(),
                 _lock: lock,
             }),
         })
@@ -190,25 +193,4 @@ fn caps(native_diff: bool, user_xattr: bool, max_depth: u32) -> Capabilities {
         rename_dir: false,
         read_only_images: true,
     }
-}
-
-/// Takes `<home>/lock` shared for the instance's life; sweeps crash leftovers first when no
-/// other instance holds it.
-fn attach(layout: &layout::Layout) -> Result<std::fs::File> {
-    use rustix::fs::{FlockOperation, flock};
-    let path = layout.home().join(".lock");
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| Error::os("open", &path, e))?;
-    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => layout.sweep()?,
-        Err(rustix::io::Errno::WOULDBLOCK) => {}
-        Err(e) => return Err(sys::os("flock", &path, e)),
-    }
-    flock(&file, FlockOperation::LockShared).map_err(|e| sys::os("flock", &path, e))?;
-    Ok(file)
 }

@@ -1,63 +1,65 @@
-//! Mounting and unmounting layers' views, with refcounts that survive a restart.
+//! Mounting and unmounting layers' views, with refcounts that survive a restart; and making a
+//! layer, which must not race its parent's mounts.
+//!
+//! Every operation on a layer holds that layer's slot exclusively for its whole length (see
+//! `strata_driver_util::refcount`); making a child holds the child's slot, then its parent's.
+//! Counts are per instance: a view mounted by someone else is adopted with a count of one.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::MutexGuard;
 
 use rustix::mount::MountAttrFlags;
-use strata_driver_api::{Error, ErrorKind, LayerId, MountOpts, Result};
+use strata_driver_api::{Error, ErrorKind, LayerId, LayerKind, MountOpts, Result};
 
 use crate::config::MountApi;
-use crate::layout::LayerKind;
 use crate::opts::{Options, Stack};
 use crate::{Inner, mount2, sys};
 
 impl Inner {
-    fn counts(&self) -> MutexGuard<'_, HashMap<LayerId, u32>> {
-        self.counts.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Makes a layer (under the refcount lock, which also orders the parent's `committed`
-    /// mark against its mounts).
+    /// Makes a layer, under its slot and its parent's (which also orders the parent's
+    /// `committed` mark against its mounts).
     pub(crate) fn create(
         &self,
         id: &LayerId,
         parent: Option<&LayerId>,
         kind: LayerKind,
     ) -> Result<()> {
-        let _guard = self.counts();
-        match parent {
+        self.slots.exclusive(id, |_| match parent {
             None => self.layout.create(id, None, kind),
-            Some(p) => {
-                let plid = match self.layout.lid(p) {
-                    Ok(l) => l,
-                    Err(e) if e.kind() == ErrorKind::NotFound => {
-                        return Err(Error::new(
-                            ErrorKind::ParentNotFound,
-                            format!("parent layer {p} not found"),
-                        ));
-                    }
-                    Err(e) => return Err(e),
-                };
-                let lowers = self.layout.lower_lids(p)?;
-                let depth = lowers.len() + 2;
-                if depth > self.max_depth as usize {
-                    return Err(Error::new(
-                        ErrorKind::NotSupported,
-                        format!(
-                            "layer {id} would be {depth} layers deep; the overlay driver mounts at most {} here ({} mount API)",
-                            self.max_depth,
-                            self.api.as_str()
-                        ),
-                    ));
-                }
-                // A parent with children mounts read-only from its next mount on (overlay2's
-                // `committed`): a lower in use as another mount's upper is undefined. Marked
-                // first, so a failed mark leaves no child behind.
-                self.layout.commit(p)?;
-                self.layout.create(id, Some((p, &plid, &lowers)), kind)
+            // Its own parent: the one slot is held already (and the layout refuses).
+            Some(p) if p == id => self.create_child(id, p, kind),
+            Some(p) => self.slots.exclusive(p, |_| self.create_child(id, p, kind)),
+        })
+    }
+
+    /// Makes layer `id` over `p`, with both slots held.
+    fn create_child(&self, id: &LayerId, p: &LayerId, kind: LayerKind) -> Result<()> {
+        let plid = match self.layout.lid(p) {
+            Ok(l) => l,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(Error::new(
+                    ErrorKind::ParentNotFound,
+                    format!("parent layer {p} not found"),
+                ));
             }
+            Err(e) => return Err(e),
+        };
+        let lowers = self.layout.lower_lids(p)?;
+        let depth = lowers.len() + 2;
+        if depth > self.max_depth as usize {
+            return Err(Error::new(
+                ErrorKind::NotSupported,
+                format!(
+                    "layer {id} would be {depth} layers deep; the overlay driver mounts at most {} here ({} mount API)",
+                    self.max_depth,
+                    self.api.as_str()
+                ),
+            ));
         }
+        // A parent with children mounts read-only from its next mount on (overlay2's
+        // `committed`): a lower in use as another mount's upper is undefined. Marked
+        // first, so a failed mark leaves no child behind.
+        self.layout.commit(p)?;
+        self.layout.create(id, Some((p, &plid, &lowers)), kind)
     }
 
     /// The stack of layer `id`'s mount, paths absolute.
@@ -117,48 +119,41 @@ impl Inner {
     pub(crate) fn get(&self, id: &LayerId, mopts: &MountOpts) -> Result<PathBuf> {
         let extra = Options::parse(&mopts.options)?;
         let opts = self.opts.merged(&extra);
-        let mut counts = self.counts();
-        self.layout.ensure(id)?;
-        let merged = self.layout.merged(id);
-        let mut count = counts.get(id).copied().unwrap_or(0);
-        if count == 0 && sys::is_mount_root(&merged)? {
-            count = 1; // adopted: mounted by an earlier instance
-        }
-        if count > 0 {
-            counts.insert(id.clone(), count + 1);
-            return Ok(merged);
-        }
-        let read_only = mopts.read_only
-            || self.layout.committed(id)
-            || opts.attrs.contains(MountAttrFlags::MOUNT_ATTR_RDONLY);
-        match std::fs::create_dir(&merged) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(Error::os("mkdir", &merged, e)),
-        }
-        if let Err(e) = self.mount(id, read_only, &opts) {
-            let _ = std::fs::remove_dir(&merged);
-            return Err(e.context(format!("mount layer {id}")));
-        }
-        counts.insert(id.clone(), 1);
-        Ok(merged)
+        self.slots.exclusive(id, |s| {
+            self.layout.ensure(id)?;
+            let merged = self.layout.merged(id);
+            if s.count() == 0 && sys::is_mount_root(&merged)? {
+                s.adopt(); // mounted by an earlier instance
+            }
+            s.acquire(|| {
+                let read_only = mopts.read_only
+                    || self.layout.committed(id)
+                    || opts.attrs.contains(MountAttrFlags::MOUNT_ATTR_RDONLY);
+                match std::fs::create_dir(&merged) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(Error::os("mkdir", &merged, e)),
+                }
+                self.mount(id, read_only, &opts).map_err(|e| {
+                    let _ = std::fs::remove_dir(&merged);
+                    e.context(format!("mount layer {id}"))
+                })
+            })?;
+            Ok(merged)
+        })
     }
 
     pub(crate) fn put(&self, id: &LayerId) -> Result<()> {
-        let mut counts = self.counts();
-        self.layout.ensure(id)?;
-        let merged = self.layout.merged(id);
-        let count = match counts.get(id) {
-            Some(&c) => c,
-            None if sys::is_mount_root(&merged)? => 1,
-            None => return Ok(()),
-        };
-        if count > 1 {
-            counts.insert(id.clone(), count - 1);
-            return Ok(());
-        }
-        counts.remove(id);
-        self.unmount(id)
+        self.slots.exclusive(id, |s| {
+            self.layout.ensure(id)?;
+            if s.count() == 0 {
+                if !sys::is_mount_root(&self.layout.merged(id))? {
+                    return Ok(());
+                }
+                s.adopt();
+            }
+            s.release(|| self.unmount(id))
+        })
     }
 
     /// Detaches the view and removes the mount point.
@@ -178,29 +173,32 @@ impl Inner {
     }
 
     pub(crate) fn remove(&self, id: &LayerId, force: bool) -> Result<()> {
-        let mut counts = self.counts();
-        self.layout.ensure(id)?;
-        if sys::is_mount_root(&self.layout.merged(id))? {
-            if !force {
-                return Err(Error::new(
-                    ErrorKind::Busy,
-                    format!("layer {id} is mounted"),
-                ));
+        self.slots.exclusive(id, |s| {
+            self.layout.ensure(id)?;
+            if sys::is_mount_root(&self.layout.merged(id))? {
+                if !force {
+                    return Err(Error::new(
+                        ErrorKind::Busy,
+                        format!("layer {id} is mounted"),
+                    ));
+                }
+                self.unmount(id)?;
             }
-            self.unmount(id)?;
-        }
-        counts.remove(id);
-        self.layout.remove(id)
+            s.reset();
+            self.layout.remove(id)
+        })
     }
 
     /// Unmounts every layer's view (this instance's and any adopted one).
     pub(crate) fn cleanup(&self) -> Result<()> {
-        let mut counts = self.counts();
-        counts.clear();
         for id in self.layout.ids()? {
-            if sys::is_mount_root(&self.layout.merged(&id))? {
-                self.unmount(&id)?;
-            }
+            self.slots.exclusive(&id, |s| {
+                s.reset();
+                if sys::is_mount_root(&self.layout.merged(&id))? {
+                    self.unmount(&id)?;
+                }
+                Ok::<(), Error>(())
+            })?;
         }
         Ok(())
     }

@@ -1,10 +1,9 @@
 //! The system calls this driver is built from: mounting a [`Stack`] either way, unmounting,
-//! telling a mount point, and small crash-safe file writes. Every error names the call and the
-//! path.
+//! telling a mount point, and reading small files. Every error names the call and the path.
+//! The mount table is read with `strata_driver_util::mountinfo`, small files are written with
+//! `strata_archive::atomic`.
 
-use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, CWD, StatxAttributes, StatxFlags};
@@ -14,6 +13,7 @@ use rustix::mount::{
     fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, move_mount,
 };
 use strata_driver_api::{Error, ErrorKind, Result};
+use strata_driver_util::mountinfo;
 
 use crate::opts::{Options, Stack};
 
@@ -22,8 +22,8 @@ pub(crate) fn os(call: &str, path: &Path, e: Errno) -> Error {
     Error::os(call, path, std::io::Error::from(e))
 }
 
-/// The overlayfs magic number in `statfs`'s `f_type`.
-pub(crate) const OVERLAYFS_MAGIC: u64 = 0x794C_7630;
+/// The `statfs` magic of a path's filesystem, and overlayfs's (which cannot be an upper).
+pub(crate) use strata_driver_util::fsname::{OVERLAYFS_MAGIC, magic as fs_magic};
 
 /// Opens an overlay file-system context (loading the module if needed).
 pub(crate) fn open_overlay(path: &Path) -> Result<OwnedFd> {
@@ -111,46 +111,10 @@ pub(crate) fn unmount(target: &Path) -> Result<()> {
     }
 }
 
-/// The mount points at or below `dir` in this process's mount table, deepest first.
-pub(crate) fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>> {
-    let table = Path::new("/proc/self/mountinfo");
-    let text = std::fs::read_to_string(table).map_err(|e| Error::os("read", table, e))?;
-    let mut out: Vec<PathBuf> = text
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(unescape_mountinfo(p)))
-        .filter(|p| p.starts_with(dir))
-        .collect();
-    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    out.dedup();
-    Ok(out)
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space, `\011`, `\012`, `\134`).
-pub(crate) fn unescape_mountinfo(s: &str) -> std::ffi::OsString {
-    use std::os::unix::ffi::OsStringExt;
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    std::ffi::OsString::from_vec(out)
-}
-
 /// Detaches every mount at or below `dir`, deepest first, so that removing `dir` never
 /// deletes through a mount (a bind mount leaked into a layer, a view still mounted).
 pub(crate) fn unmount_all_under(dir: &Path) -> Result<()> {
-    for m in mounts_under(dir)? {
+    for m in mountinfo::points_under(&mountinfo::read()?, dir) {
         unmount(&m)?;
     }
     Ok(())
@@ -179,46 +143,6 @@ pub(crate) fn is_mount_root(path: &Path) -> Result<bool> {
         Err(Errno::NOENT | Errno::NOTDIR) => Ok(false),
         Err(e) => Err(os("statx", path, e)),
     }
-}
-
-/// The `statfs` magic of the file system holding `path`.
-pub(crate) fn fs_magic(path: &Path) -> Result<u64> {
-    let st = rustix::fs::statfs(path).map_err(|e| os("statfs", path, e))?;
-    #[allow(clippy::unnecessary_cast)]
-    Ok(st.f_type as i64 as u64 & 0xffff_ffff)
-}
-
-/// A name for a `statfs` magic number, for `status()`.
-pub(crate) fn fs_name(magic: u64) -> String {
-    match magic {
-        0xEF53 => "extfs".into(),
-        0x5846_5342 => "xfs".into(),
-        0x9123_683E => "btrfs".into(),
-        0x0102_1994 => "tmpfs".into(),
-        OVERLAYFS_MAGIC => "overlayfs".into(),
-        0x2FC1_2FC1 => "zfs".into(),
-        0xF2F5_2010 => "f2fs".into(),
-        0xCA45_1A4E => "bcachefs".into(),
-        other => format!("unknown ({other:#x})"),
-    }
-}
-
-/// Writes `data` to `dir/name` crash-safely: a temp file, fsync, rename over. A power cut
-/// leaves the old content or the new, never an empty file.
-pub(crate) fn write_atomic(dir: &Path, name: &str, data: &[u8], mode: u32) -> Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let path = dir.join(name);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(|e| Error::os("open", &tmp, e))?;
-    f.write_all(data).map_err(|e| Error::os("write", &tmp, e))?;
-    f.sync_all().map_err(|e| Error::os("fsync", &tmp, e))?;
-    drop(f);
-    std::fs::rename(&tmp, &path).map_err(|e| Error::os("rename", &path, e))
 }
 
 /// Reads a small metadata file; a missing one is `NotFound`, an empty one `Corrupt`.
@@ -272,13 +196,5 @@ mod tests {
         // tmpfs, ext4, xfs (ftype=1), btrfs: all report types.
         assert_eq!(supports_d_type(tmp.path()).unwrap(), Some(true));
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
-    }
-
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
-        assert_eq!(unescape_mountinfo("/x\\134y\\011"), "/x\\y\t");
-        assert_eq!(unescape_mountinfo("/plain"), "/plain");
-        assert_eq!(unescape_mountinfo("/short\\04"), "/short\\04");
     }
 }

@@ -5,7 +5,7 @@
 
 use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use strata_archive::{WhiteoutFormat, WriteOptions};
@@ -29,14 +29,8 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut mine: Vec<PathBuf> = info
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
-            .filter(|p| p.starts_with(self.0.path()))
-            .collect();
-        mine.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
-        for p in mine {
+        let table = strata_driver_util::mountinfo::read().unwrap_or_default();
+        for p in strata_driver_util::mountinfo::points_under(&table, self.0.path()) {
             let _ = rustix::mount::unmount(&p, rustix::mount::UnmountFlags::DETACH);
         }
     }
@@ -535,4 +529,37 @@ async fn rootless_body() {
     assert!(!p.join("gone").exists());
     d.put(&copy).await.unwrap();
     d.cleanup().await.unwrap();
+}
+
+/// A layer named as its own parent is refused (as before slots were per layer), never a
+/// deadlock on its own slot; the id `lock` is the instance lock's and refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_parent_and_reserved_ids_are_refused() {
+    if skip_unless_supported("own_parent_and_reserved_ids_are_refused") {
+        return;
+    }
+    let s = Scratch::new();
+    let home = s.path().join("h");
+    let d = overlay(&home, MountApi::Auto);
+    assert!(
+        home.join("lock").is_file(),
+        "the instance lock is <home>/lock"
+    );
+    let opts = CreateOpts::default();
+    let (a, b) = (id("a"), id("b"));
+    let within = std::time::Duration::from_secs(20);
+    let err = tokio::time::timeout(within, d.create(&b, Some(&b), &opts))
+        .await
+        .expect("no deadlock")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ParentNotFound);
+    d.create_rw(&id("a"), None, &opts).await.unwrap();
+    let err = tokio::time::timeout(within, d.create(&a, Some(&a), &opts))
+        .await
+        .expect("no deadlock")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+    let err = d.create(&id("lock"), None, &opts).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    d.remove(&id("a"), false).await.unwrap();
 }

@@ -26,11 +26,10 @@ macro_rules! need_block {
 
 /// The mount points under `dir` in this namespace, deepest last.
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    text.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|t| PathBuf::from(t.replace("\\040", " ")))
-        .filter(|t| t.starts_with(dir))
+    let table = strata_driver_util::mountinfo::read().unwrap_or_default();
+    strata_driver_util::mountinfo::under(&table, dir)
+        .into_iter()
+        .map(|m| m.target.clone())
         .collect()
 }
 

@@ -13,7 +13,7 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{BackingId, FileAttr, FileType, INodeNo};
@@ -22,11 +22,16 @@ use rustix::io::Errno;
 use strata_driver_api::Error;
 
 use crate::copy::Copier;
-pub(crate) use crate::mounts::lock;
 use crate::sys::{self, Kind};
 use crate::union;
 
 use super::tree::{Listing, Tree};
+
+/// Locks `m`, going on past a poisoned lock: a panic in one request leaves the tree as
+/// consistent as every step keeps it, and the server must keep serving.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// What an operation returns: its value or the errno for the kernel.
 pub(crate) type R<T> = std::result::Result<T, Errno>;

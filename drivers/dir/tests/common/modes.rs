@@ -107,57 +107,22 @@ impl Drop for Guard {
 }
 
 /// One line of `/proc/self/mountinfo`.
-#[derive(Debug, Clone)]
-pub struct MountInfo {
-    pub target: PathBuf,
-    pub fstype: String,
-    pub source: String,
-}
+pub use strata_driver_util::mountinfo::MountEntry as MountInfo;
 
 /// The mounts at or under `root`, in mount-table order.
 pub fn mounts_under(root: &Path) -> Vec<MountInfo> {
-    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    table
-        .lines()
-        .filter_map(parse_mountinfo)
-        .filter(|m| m.target.starts_with(root))
+    let table = strata_driver_util::mountinfo::read().unwrap();
+    strata_driver_util::mountinfo::under(&table, root)
+        .into_iter()
+        .cloned()
         .collect()
-}
-
-fn parse_mountinfo(line: &str) -> Option<MountInfo> {
-    let (left, right) = line.split_once(" - ")?;
-    let target = left.split(' ').nth(4)?;
-    let mut r = right.split(' ');
-    Some(MountInfo {
-        target: PathBuf::from(unescape(target)),
-        fstype: r.next()?.to_string(),
-        source: unescape(r.next()?),
-    })
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The FUSE mounts (`fuse`, `fuse.*`) at or under `root`.
 pub fn fuse_mounts_under(root: &Path) -> Vec<MountInfo> {
     mounts_under(root)
         .into_iter()
-        .filter(|m| m.fstype == "fuse" || m.fstype.starts_with("fuse."))
+        .filter(|m| m.fs_type == "fuse" || m.fs_type.starts_with("fuse."))
         .collect()
 }
 

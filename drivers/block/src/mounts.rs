@@ -1,79 +1,32 @@
-//! The driver's operations, synchronous, each run on one blocking thread by the trait glue.
+//! Mounting and unmounting layers' images, with refcounts that survive a restart; and the
+//! other operations that must not run while a layer is mounted (remove, apply, cloning it into
+//! a child). Synchronous, each run on one blocking thread by the trait glue.
 //!
-//! Every operation on a layer holds that layer's slot lock (in this process) for its whole
-//! length: get, put, remove, apply, and cloning it into a child. Operations on different layers
-//! run in parallel. Across processes the engine serialises writers.
+//! Every operation on a layer holds that layer's slot exclusively (in this process) for its
+//! whole length: get, put, remove, apply, and cloning it into a child (see
+//! `strata_driver_util::refcount`). Operations on different layers run in parallel. Across
+//! processes the engine serialises writers.
 //!
 //! Refcounts live in the slots; the mount table is the truth about what is mounted: a layer
 //! mounted at `<id>/mnt` that this instance counts nothing for (a restart, another process) is
 //! adopted with a count of one by its first get or put.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustix::mount::UnmountFlags;
 use strata_archive::{ApplyOptions, WhiteoutMode};
-use strata_driver_api::{Error, ErrorKind, LayerId, Result};
+use strata_driver_api::{Error, ErrorKind, LayerId, LayerKind, Result};
+use strata_driver_util::mountinfo;
 
 use crate::image::{self, CloneMethod};
-use crate::layout::{LayerKind, Meta};
-use crate::{Inner, MountSpec, loopdev, mountinfo};
-
-/// This instance's references to one layer's mount.
-#[derive(Debug, Default)]
-pub(crate) struct Slot {
-    count: u32,
-}
-
-/// The per-layer locks and counts of one instance.
-#[derive(Debug, Default)]
-pub(crate) struct Slots {
-    map: Mutex<HashMap<LayerId, Arc<Mutex<Slot>>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding a lock leaves state that every step re-reads from disk: go on.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Slots {
-    fn slot(&self, id: &LayerId) -> Arc<Mutex<Slot>> {
-        lock(&self.map).entry(id.clone()).or_default().clone()
-    }
-
-    /// Drops an idle slot from the map, so the map holds only what is in use.
-    fn forget_if_idle(&self, id: &LayerId, slot: &Arc<Mutex<Slot>>) {
-        let mut map = lock(&self.map);
-        if Arc::strong_count(slot) == 2 && slot.try_lock().is_ok_and(|s| s.count == 0) {
-            map.remove(id);
-        }
-    }
-
-    fn all(&self) -> Vec<(LayerId, Arc<Mutex<Slot>>)> {
-        lock(&self.map)
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    }
-}
+use crate::layout::{Layout, Meta};
+use crate::{Inner, MountSpec, loopdev, sys};
 
 fn not_found(id: &LayerId) -> Error {
     Error::new(ErrorKind::NotFound, format!("layer {id} not found"))
 }
 
 impl Inner {
-    /// Runs `f` with the layer's slot locked.
-    fn locked<T>(&self, id: &LayerId, f: impl FnOnce(&mut Slot) -> Result<T>) -> Result<T> {
-        let slot = self.slots.slot(id);
-        let result = {
-            let mut s = lock(&slot);
-            f(&mut s)
-        };
-        self.slots.forget_if_idle(id, &slot);
-        result
-    }
-
     /// The mount at the layer's mount point, if any.
     fn mounted(&self, id: &LayerId) -> Result<Option<mountinfo::MountEntry>> {
         Ok(mountinfo::find(&mountinfo::read()?, &self.layout.mnt(id)))
@@ -81,7 +34,8 @@ impl Inner {
 
     /// The scratch image for this config, made on first use.
     fn scratch(&self) -> Result<PathBuf> {
-        let _guard = lock(&self.scratch_lock);
+        // A panic while making it leaves files that the next call re-checks: go on.
+        let _guard = self.scratch_lock.lock().unwrap_or_else(|p| p.into_inner());
         let dir = self.layout.scratch_dir();
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
@@ -112,7 +66,7 @@ impl Inner {
                 })?;
             }
             Some(p) => {
-                self.locked(p, |_| {
+                self.slots.exclusive(p, |_| {
                     if !self.layout.exists(p)? {
                         return Err(Error::new(
                             ErrorKind::ParentNotFound,
@@ -141,18 +95,17 @@ impl Inner {
 
     /// Mounts the layer (first reference) or counts one more.
     pub(crate) fn get(&self, id: &LayerId, read_only: bool, extra: &[String]) -> Result<PathBuf> {
-        mountinfo::validate_options(extra)?;
-        self.locked(id, |s| {
+        sys::validate_options(extra)?;
+        self.slots.exclusive(id, |s| {
             let meta = self.layout.meta(id)?;
             let mnt = self.layout.mnt(id);
-            if s.count == 0 && self.mounted(id)?.is_some() {
-                s.count = 1;
+            if s.count() == 0 && self.mounted(id)?.is_some() {
+                s.adopt();
             }
-            if s.count == 0 {
+            s.acquire(|| {
                 let ro = read_only || meta.kind == LayerKind::Image;
-                self.mount(id, ro, extra)?;
-            }
-            s.count += 1;
+                self.mount(id, ro, extra)
+            })?;
             Ok(mnt)
         })
     }
@@ -163,31 +116,27 @@ impl Inner {
             // A journal to replay (the machine went down while it was mounted read-write):
             // a read-only device cannot replay it, so mount read-write once first.
             self.mount(id, false, &[])?;
-            mountinfo::unmount(&self.layout.mnt(id), &img)?;
+            sys::unmount(&self.layout.mnt(id), &img)?;
         }
         let dev = loopdev::attach(&img, read_only, id.as_str())?;
-        let data = mountinfo::option_string(image::fs_options(self.fs), extra);
+        let data = sys::option_string(image::fs_options(self.fs), extra);
         // On failure, dropping `dev` closes its only user and autoclear detaches it.
-        mountinfo::mount_with(&dev.path(), &self.layout.mnt(id), self.fs, read_only, &data)
+        sys::mount_with(&dev.path(), &self.layout.mnt(id), self.fs, read_only, &data)
     }
 
     /// Releases one reference; the last unmounts (and the loop device detaches itself).
     pub(crate) fn put(&self, id: &LayerId) -> Result<()> {
-        self.locked(id, |s| {
-            if s.count == 0 {
+        self.slots.exclusive(id, |s| {
+            if s.count() == 0 {
                 if !self.layout.exists(id)? {
                     return Err(not_found(id));
                 }
                 if self.mounted(id)?.is_none() {
                     return Ok(());
                 }
-                s.count = 1;
+                s.adopt();
             }
-            if s.count == 1 {
-                mountinfo::unmount(&self.layout.mnt(id), &self.layout.image(id))?;
-            }
-            s.count -= 1;
-            Ok(())
+            s.release(|| sys::unmount(&self.layout.mnt(id), &self.layout.image(id)))
         })
     }
 
@@ -200,7 +149,7 @@ impl Inner {
 
     /// Removes a layer; `Busy` while mounted unless `force`.
     pub(crate) fn remove(&self, id: &LayerId, force: bool) -> Result<()> {
-        self.locked(id, |s| {
+        self.slots.exclusive(id, |s| {
             if !self.layout.exists(id)? {
                 return Err(not_found(id));
             }
@@ -212,15 +161,15 @@ impl Inner {
                     ));
                 }
                 let (mnt, img) = (self.layout.mnt(id), self.layout.image(id));
-                match mountinfo::unmount(&mnt, &img) {
+                match sys::unmount(&mnt, &img) {
                     Ok(()) => {}
                     Err(e) if e.kind() == ErrorKind::Busy => {
-                        mountinfo::unmount_flags(&mnt, &img, UnmountFlags::DETACH)?
+                        sys::unmount_flags(&mnt, &img, UnmountFlags::DETACH)?
                     }
                     Err(e) => return Err(e),
                 }
             }
-            s.count = 0;
+            s.reset();
             self.layout.remove(id)
         })
     }
@@ -228,11 +177,11 @@ impl Inner {
     /// Applies a tar onto the layer's image: mounted read-write for the apply, synced,
     /// unmounted. `Busy` while the layer is mounted.
     pub(crate) fn apply(&self, id: &LayerId, r: &mut dyn std::io::Read) -> Result<u64> {
-        self.locked(id, |s| {
+        self.slots.exclusive(id, |s| {
             if !self.layout.exists(id)? {
                 return Err(not_found(id));
             }
-            if s.count > 0 || self.mounted(id)?.is_some() {
+            if s.count() > 0 || self.mounted(id)?.is_some() {
                 return Err(Error::new(
                     ErrorKind::Busy,
                     format!("layer {id} is mounted"),
@@ -246,7 +195,7 @@ impl Inner {
                 syncfs(&mnt)?;
                 Ok(stats.size)
             })();
-            let unmounted = mountinfo::unmount(&mnt, &self.layout.image(id));
+            let unmounted = sys::unmount(&mnt, &self.layout.image(id));
             let size = applied?;
             unmounted?;
             Ok(size)
@@ -259,21 +208,17 @@ impl Inner {
         let mut first_err = None;
         for id in self.layout.layers()? {
             let mnt = self.layout.mnt(&id);
-            let slot = self.slots.slot(&id);
-            {
-                let mut s = lock(&slot);
+            let released = self.slots.exclusive(&id, |s| {
                 if mountinfo::find(&table, &mnt).is_some() {
-                    if let Err(e) = mountinfo::unmount(&mnt, &self.layout.image(&id)) {
-                        first_err.get_or_insert(e);
-                        continue;
-                    }
+                    // Still mounted on failure: the count stays.
+                    sys::unmount(&mnt, &self.layout.image(&id))?;
                 }
-                s.count = 0;
+                s.reset();
+                Ok::<(), Error>(())
+            });
+            if let Err(e) = released {
+                first_err.get_or_insert(e);
             }
-            self.slots.forget_if_idle(&id, &slot);
-        }
-        for (id, slot) in self.slots.all() {
-            self.slots.forget_if_idle(&id, &slot);
         }
         first_err.map_or(Ok(()), Err)
     }
@@ -291,41 +236,41 @@ impl Inner {
                 .collect(),
         })
     }
+}
 
-    /// Clears what a crash left in this home: mounts other than layers' own mount points,
-    /// loop devices backed by this home's files that nothing mounts, and dot-name leftovers.
-    /// Runs only while no other instance has the home open.
-    pub(crate) fn sweep(&self) -> Result<()> {
-        let home = self.layout.home();
-        let table = mountinfo::read()?;
-        let layers = self.layout.layers()?;
-        let keep: Vec<PathBuf> = layers.iter().map(|id| self.layout.mnt(id)).collect();
-        for m in table.iter().rev() {
-            if m.target.starts_with(home) && !keep.contains(&m.target) {
-                mountinfo::unmount_flags(&m.target, Path::new(""), UnmountFlags::DETACH)?;
-            }
+/// Clears what a crash left in this home: mounts other than layers' own mount points,
+/// loop devices backed by this home's files that nothing mounts, and dot-name leftovers.
+/// Runs only while no other instance has the home open (under `HomeLock::attach`).
+pub(crate) fn sweep(layout: &Layout) -> Result<()> {
+    let home = layout.home();
+    let table = mountinfo::read()?;
+    let layers = layout.layers()?;
+    let keep: Vec<PathBuf> = layers.iter().map(|id| layout.mnt(id)).collect();
+    for m in table.iter().rev() {
+        if m.target.starts_with(home) && !keep.contains(&m.target) {
+            sys::unmount_flags(&m.target, Path::new(""), UnmountFlags::DETACH)?;
         }
-        let table = mountinfo::read()?;
-        let in_use: Vec<u32> = table.iter().filter_map(|m| m.loop_number()).collect();
-        for (n, file) in loopdev::attached() {
-            if file.starts_with(home) && !in_use.contains(&n) {
-                loopdev::detach(n)?;
-            }
-        }
-        for path in self.layout.leftovers() {
-            let r = if path.is_dir() {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-            match r {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::os("remove", &path, e)),
-            }
-        }
-        Ok(())
     }
+    let table = mountinfo::read()?;
+    let in_use: Vec<u32> = table.iter().filter_map(|m| m.loop_number()).collect();
+    for (n, file) in loopdev::attached() {
+        if file.starts_with(home) && !in_use.contains(&n) {
+            loopdev::detach(n)?;
+        }
+    }
+    for path in layout.leftovers() {
+        let r = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match r {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::os("remove", &path, e)),
+        }
+    }
+    Ok(())
 }
 
 fn syncfs(dir: &Path) -> Result<()> {
