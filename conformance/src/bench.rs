@@ -9,8 +9,9 @@ use tokio::io::AsyncReadExt;
 
 use crate::check::{Context, Failure, id};
 use crate::fixtures::{self, with_mounted};
-use crate::harness::{BoxFuture, Factory, Harness, Options, with_harness};
+use crate::harness::{BoxFuture, Factory, Harness};
 use crate::ops::{self, file};
+use crate::runner::{Options, with_harness};
 use crate::{Needs, Outcome};
 
 /// A benchmark's body: sets up, then runs `iterations` timed operations and returns the time

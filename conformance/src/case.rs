@@ -1,5 +1,5 @@
-//! What a case is and what it needs: [`Case`], [`Needs`], and the [`Privileges`] they are
-//! checked against. Pure: skips are decided from capabilities and privileges, never from a
+//! What a case is and what it needs: [`Case`] and [`Needs`], checked against the driver's
+//! capabilities and the process's [`Privileges`]. Pure: skips are decided from capabilities and privileges, never from a
 //! driver's name.
 
 use std::fmt;
@@ -7,36 +7,7 @@ use std::fmt;
 use strata_driver_api::Capabilities;
 
 use crate::check::Failure;
-use crate::harness::{BoxFuture, Harness};
-
-/// What the process may do. Detected once per case; a case that needs more is skipped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Privileges {
-    /// The effective uid is 0.
-    pub root: bool,
-    /// The process is in the initial user namespace (its uid map is the identity over all ids),
-    /// so root may create device nodes and set `trusted.*` xattrs.
-    pub init_userns: bool,
-}
-
-impl Privileges {
-    /// The privileges of this process.
-    pub fn detect() -> Privileges {
-        let root = rustix::process::geteuid().is_root();
-        let init_userns = std::fs::read_to_string("/proc/self/uid_map")
-            .map(|m| {
-                let fields: Vec<&str> = m.split_whitespace().collect();
-                fields == ["0", "0", "4294967295"]
-            })
-            .unwrap_or(false);
-        Privileges { root, init_userns }
-    }
-
-    /// Root in the initial user namespace: device nodes, `trusted.*` and `security.*` xattrs.
-    pub fn full_root(&self) -> bool {
-        self.root && self.init_userns
-    }
-}
+use crate::harness::{BoxFuture, Harness, Privileges};
 
 /// What a case needs from the driver and the process. Unmet needs skip the case, with a reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -21,7 +21,7 @@
 //!
 //!   gives tests named `dir::create_empty`, `dir::deep_layer_read_128`, and so on. cargo test
 //!   has no "skipped" status: a skipped case passes and prints `SKIP <test>: <reason>` on
-//!   stderr (the one skip line of every test, see [`skip`]) (shown with `--nocapture`, and in the output of a failing run). Environment:
+//!   stderr (the one skip line of every test, see [`mod@skip`]) (shown with `--nocapture`, and in the output of a failing run). Environment:
 //!   `STRATA_CONFORMANCE_TIMEOUT` (seconds a case may take, default 900) and
 //!   `STRATA_CONFORMANCE_TMPDIR` (where case directories go, default the system temp dir).
 //! - A runner (the `strata conformance` command) calls [`run`], printing
@@ -77,14 +77,16 @@ pub mod fixtures;
 mod harness;
 pub mod ops;
 mod report;
+mod runner;
 pub mod skip;
 pub mod tarfile;
 pub mod tree;
 
-pub use case::{Case, CaseFn, Needs, Privileges};
+pub use case::{Case, CaseFn, Needs};
 pub use check::{Context, Failure, expect_kind, id};
-pub use harness::{BoxFuture, Factory, Harness, Options, factory, run, run_case, run_test};
+pub use harness::{BoxFuture, Factory, Harness, Privileges, factory};
 pub use report::{CaseResult, Outcome, Summary};
+pub use runner::{Options, run, run_case, run_test};
 
 /// Runs one generated test on a fresh multi-threaded runtime (what [`suite!`] expands to).
 #[doc(hidden)]

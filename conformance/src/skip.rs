@@ -13,7 +13,7 @@ pub fn line(test: &str, reason: impl Display) -> String {
     format!("SKIP {test}: {reason}")
 }
 
-/// Prints the skip line for `test` to stderr. Tests call it through [`skip!`](crate::skip),
+/// Prints the skip line for `test` to stderr. Tests call it through [`skip!`](macro@crate::skip),
 /// which names the calling test; call it directly where the name is known otherwise (a
 /// conformance case, a test generated per mode).
 pub fn print(test: &str, reason: impl Display) {
@@ -35,7 +35,7 @@ pub fn current_test() -> Option<String> {
     }
 }
 
-/// The name [`skip!`](crate::skip) prints: [`current_test`], else the calling function's path
+/// The name [`skip!`](macro@crate::skip) prints: [`current_test`], else the calling function's path
 /// from its type name, without the crate and the trailing `f` and `{{closure}}` parts
 /// (`apply_parse::case37::f` is `case37`).
 #[doc(hidden)]
@@ -74,7 +74,7 @@ macro_rules! skip {
 }
 
 /// `true` as root; otherwise prints `SKIP <test>: needs root` (or `<part> needs root` when a
-/// part is named) like [`skip!`](crate::skip) and is `false`:
+/// part is named) like [`skip!`](macro@crate::skip) and is `false`:
 ///
 /// ```
 /// if !strata_conformance::root_or_skip!() {
