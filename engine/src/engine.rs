@@ -136,7 +136,12 @@ impl Engine {
                 store.dir().to_path_buf(),
                 mounts.dir().to_path_buf(),
             ];
-            run_blocking(move || dirs.iter().try_for_each(|d| create_private_dir(d))).await?;
+            run_blocking(move || {
+                dirs.iter().try_for_each(|d| create_private_dir(d))?;
+                // Trial homes a killed `strata drivers` left (plugins only).
+                crate::trial::sweep(&dirs[1])
+            })
+            .await?;
         }
         let driver = factory
             .build(home.clone(), &config)

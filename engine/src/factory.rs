@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::Serialize;
-use strata_driver_api::{Capabilities, Driver, Error, Result};
+use strata_driver_api::{Capabilities, Driver, Result};
 
 use crate::config::Config;
 
@@ -131,20 +131,4 @@ impl fmt::Debug for DriverFactory {
             .field("source", &self.source)
             .finish_non_exhaustive()
     }
-}
-
-/// Starts a driver over a throw-away home (named `name` in a temporary directory) and returns
-/// its capabilities.
-///
-/// Only plugins still need it: ABI 1 reports capabilities per instance, so a plugin's are
-/// learnt by starting one. Built-in drivers answer from their probes and never come here.
-pub(crate) fn trial_capabilities(
-    name: &str,
-    start: impl FnOnce(PathBuf) -> Result<Arc<dyn Driver>>,
-) -> Result<Capabilities> {
-    let tmp = tempfile::tempdir().map_err(|e| Error::io("create a temporary directory", e))?;
-    let driver = start(tmp.path().join(name))?;
-    let caps = driver.capabilities();
-    drop(driver);
-    Ok(caps)
 }

@@ -47,6 +47,7 @@ pub mod select;
 pub mod size;
 pub mod store;
 mod timefmt;
+mod trial;
 
 pub use config::{Config, Environment, Overrides};
 pub use engine::{Engine, Info, LayerInfo, StandaloneDriver};

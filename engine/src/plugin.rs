@@ -11,7 +11,8 @@ pub use strata_plugin_abi::host::{PluginDriver, PluginSpec};
 pub use strata_plugin_abi::load;
 
 use crate::config::{Config, PluginConfig};
-use crate::factory::{DriverFactory, DriverSource, trial_capabilities};
+use crate::factory::{DriverFactory, DriverSource};
+use crate::trial;
 
 /// The factory of a loaded plugin: `<root>/<name>/` is its home, `options` its
 /// `[plugins.options]`.
@@ -26,8 +27,9 @@ pub fn factory(
         spec.name().to_string(),
         DriverSource::Plugin,
         |_| Ok(()),
-        move |_| {
-            trial_capabilities(caps_spec.name(), |home| {
+        move |config: &Config| {
+            let records = trial::records_dir(&config.root, caps_spec.name());
+            trial::capabilities(caps_spec.name(), &records, |home| {
                 let d = PluginDriver::new(&caps_spec, home, &caps_options)?;
                 Ok(Arc::new(d) as Arc<dyn Driver>)
             })
