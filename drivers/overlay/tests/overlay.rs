@@ -563,3 +563,40 @@ async fn own_parent_and_reserved_ids_are_refused() {
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     d.remove(&id("a"), false).await.unwrap();
 }
+
+/// Issue 12, item 14: concurrent commands each start a driver over one home; none may fail
+/// (a fixed `<home>/.d_type-probe` written and unlinked by every start made some fail with
+/// "unlink .d_type-probe: No such file").
+#[test]
+fn concurrent_starts_over_one_home_all_succeed() {
+    if skip_unless_supported("concurrent_starts_over_one_home_all_succeed") {
+        return;
+    }
+    let tmp = Scratch::new();
+    let home = tmp.path().join("overlay");
+    drop(OverlayDriver::new(home.clone(), Config::default()).unwrap());
+    let threads = 16;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(threads));
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (home, barrier) = (home.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                (0..20)
+                    .map(|_| OverlayDriver::new(home.clone(), Config::default()).map(drop))
+                    .filter_map(Result::err)
+                    .map(|e| format!("{e:#}"))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let failures: Vec<String> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} starts failed: {failures:?}",
+        failures.len()
+    );
+}
