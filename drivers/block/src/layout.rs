@@ -7,6 +7,9 @@
 //! <home>/<id>/image             the layer's filesystem image (sparse)
 //! <home>/<id>/meta              kind=image|container, parent=<id> (written before the rename)
 //! <home>/<id>/mnt/              where `get` mounts it
+//! <home>/<id>/freezing          while the layer's mounted filesystem is frozen for a child's
+//!                               clone: held (flock) by the freezing process, removed after the
+//!                               thaw; one whose lock is free was left by a killed process
 //! <home>/.tmp-<id>-<tag>/       a layer being made (renamed to <id> when whole)
 //! <home>/.rm-<id>-<tag>/        a layer being removed
 //! ```
@@ -107,6 +110,11 @@ impl Layout {
     /// `<home>/<id>/image`
     pub fn image(&self, id: &LayerId) -> PathBuf {
         self.dir(id).join("image")
+    }
+
+    /// `<home>/<id>/freezing`: the marker of a freeze in progress (see the module docs).
+    pub fn freezing(&self, id: &LayerId) -> PathBuf {
+        self.dir(id).join("freezing")
     }
 
     /// `<home>/<id>/mnt`

@@ -188,6 +188,7 @@ impl BlockDriver {
         let home = std::fs::canonicalize(&home).map_err(|e| Error::os("realpath", &home, e))?;
         let layout = layout::Layout::new(home)?;
         let lock = HomeLock::attach(layout.home(), || mounts::sweep(&layout))?;
+        mounts::thaw_abandoned(&layout)?;
         let reflink = image::probe_reflink(layout.home(), &layout.unique());
         tracing::debug!(home = %layout.home().display(), reflink, fs = %config.fs.as_str(), "block driver started");
         Ok(BlockDriver {

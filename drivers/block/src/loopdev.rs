@@ -400,6 +400,27 @@ pub fn freeze(mountpoint: &Path) -> Result<Frozen> {
     Ok(Frozen { dir })
 }
 
+/// Thaws the filesystem mounted at `mountpoint` if it is frozen; returns whether it was.
+pub fn thaw(mountpoint: &Path) -> Result<bool> {
+    let dir = rustix::fs::open(
+        mountpoint,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::os("open", mountpoint, e))?;
+    let call = Raw {
+        opcode: FITHAW,
+        arg: std::ptr::null_mut(),
+    };
+    // SAFETY: FITHAW ignores its argument; the descriptor is a directory on the filesystem.
+    match unsafe { rustix::ioctl::ioctl(&dir, call) } {
+        Ok(_) => Ok(true),
+        // Not frozen.
+        Err(rustix::io::Errno::INVAL) => Ok(false),
+        Err(e) => Err(Error::os("FITHAW", mountpoint, e)),
+    }
+}
+
 impl Drop for Frozen {
     fn drop(&mut self) {
         let call = Raw {

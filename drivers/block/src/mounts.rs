@@ -76,7 +76,7 @@ impl Inner {
                     // A parent mounted read-write is frozen for the copy, so the copy is a
                     // consistent, clean filesystem.
                     let frozen = match self.mounted(p)? {
-                        Some(m) if !m.read_only => Some(loopdev::freeze(&self.layout.mnt(p))?),
+                        Some(m) if !m.read_only => Some(Freeze::new(&self.layout, p)?),
                         _ => None,
                     };
                     let src = self.layout.image(p);
@@ -241,6 +241,70 @@ impl Inner {
 /// Clears what a crash left in this home: mounts other than layers' own mount points,
 /// loop devices backed by this home's files that nothing mounts, and dot-name leftovers.
 /// Runs only while no other instance has the home open (under `HomeLock::attach`).
+/// A layer's mounted filesystem frozen for a child's clone, with its marker
+/// `<home>/<id>/freezing` held (flock) meanwhile: a process killed while frozen leaves the
+/// marker with its lock free, and the next start thaws ([`thaw_abandoned`]). A freeze without
+/// a marker (an administrator's `fsfreeze`) is never touched.
+struct Freeze {
+    frozen: Option<loopdev::Frozen>,
+    marker: PathBuf,
+    _held: std::fs::File,
+}
+
+impl Freeze {
+    fn new(layout: &Layout, id: &LayerId) -> Result<Freeze> {
+        let marker = layout.freezing(id);
+        let held = std::fs::File::create(&marker).map_err(|e| Error::os("create", &marker, e))?;
+        rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| Error::os("flock", &marker, e))?;
+        match loopdev::freeze(&layout.mnt(id)) {
+            Ok(frozen) => Ok(Freeze {
+                frozen: Some(frozen),
+                marker,
+                _held: held,
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_file(&marker);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for Freeze {
+    fn drop(&mut self) {
+        // Thawed first, then the marker goes, then (the field) its lock.
+        drop(self.frozen.take());
+        let _ = std::fs::remove_file(&self.marker);
+    }
+}
+
+/// Thaws the filesystems that a killed process left frozen: every layer whose `freezing`
+/// marker nobody holds. Runs at every start (a marker's lock tells a live freeze from a dead
+/// one, so no other instance's clone is disturbed); writes to a layer frozen and abandoned
+/// would hang forever otherwise.
+pub(crate) fn thaw_abandoned(layout: &Layout) -> Result<()> {
+    use rustix::fs::{FlockOperation, flock};
+    for id in layout.layers()? {
+        let marker = layout.freezing(&id);
+        let held = match std::fs::File::open(&marker) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::os("open", &marker, e)),
+        };
+        if flock(&held, FlockOperation::NonBlockingLockExclusive).is_err() {
+            continue; // a live process is cloning from it
+        }
+        let mnt = layout.mnt(&id);
+        if mountinfo::find(&mountinfo::read()?, &mnt).is_some() {
+            let thawed = loopdev::thaw(&mnt)?;
+            tracing::debug!(layer = %id, thawed, "a killed clone's freeze released");
+        }
+        std::fs::remove_file(&marker).map_err(|e| Error::os("unlink", &marker, e))?;
+    }
+    Ok(())
+}
+
 pub(crate) fn sweep(layout: &Layout) -> Result<()> {
     let home = layout.home();
     let table = mountinfo::read()?;

@@ -393,8 +393,9 @@ fn child_of_a_mounted_writable_layer() {
         d.create(&img, Some(&rw), &CreateOpts::default())
             .await
             .unwrap();
-        // The parent is usable again (thawed).
+        // The parent is usable again (thawed), and the freeze's marker is gone.
         std::fs::write(p.join("after"), b"later").unwrap();
+        assert!(!home.join("rw/freezing").exists());
         let pi = d.get(&img, &MountOpts::default()).await.unwrap();
         assert_eq!(std::fs::read(pi.join("written")).unwrap(), b"while mounted");
         assert!(!pi.join("after").exists());
@@ -431,6 +432,83 @@ fn image_with_a_journal_to_replay_mounts_read_only() {
         let pi = d.get(&img, &MountOpts::default()).await.unwrap();
         assert_eq!(std::fs::read(pi.join("journaled")).unwrap(), b"data");
         d.put(&img).await.unwrap();
+    });
+    t.assert_clean();
+}
+
+/// Thaws `mnt` when dropped, however the test ends: a frozen filesystem left behind would hang
+/// every later write to it.
+struct ThawOnDrop(std::path::PathBuf);
+
+impl Drop for ThawOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("fsfreeze")
+            .arg("-u")
+            .arg(&self.0)
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// Whether the filesystem at `mnt` is frozen: `fsfreeze -u` succeeds only on a frozen one (and
+/// thaws it, so call this last).
+fn was_frozen(mnt: &Path) -> bool {
+    std::process::Command::new("fsfreeze")
+        .arg("-u")
+        .arg(mnt)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run fsfreeze")
+        .success()
+}
+
+/// Issue 12, item 8: a process killed while a writable parent is frozen for a child's clone
+/// leaves it frozen (writes hang); the next start thaws it, even while another instance lives.
+/// A freeze the driver did not make (an administrator's `fsfreeze`) is left alone.
+#[test]
+fn a_killed_clones_freeze_is_thawed_at_start() {
+    need_block!();
+    if std::process::Command::new("fsfreeze")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        strata_conformance::skip!("no fsfreeze(8)");
+        return;
+    }
+    let t = TestDir::new();
+    let home = t.path().join("block");
+    rt(async {
+        let d = driver(&home, 64 * MIB);
+        let (killed, admin) = (id("killed"), id("admin"));
+        for layer in [&killed, &admin] {
+            d.create_rw(layer, None, &CreateOpts::default())
+                .await
+                .unwrap();
+        }
+        let mk = d.get(&killed, &MountOpts::default()).await.unwrap();
+        let ma = d.get(&admin, &MountOpts::default()).await.unwrap();
+        let _thaw = (ThawOnDrop(mk.clone()), ThawOnDrop(ma.clone()));
+        // What a clone killed mid-freeze leaves: the marker (its lock gone with the process)
+        // and the filesystem frozen.
+        std::fs::write(home.join("killed/freezing"), b"").unwrap();
+        for m in [&mk, &ma] {
+            let status = std::process::Command::new("fsfreeze")
+                .arg("-f")
+                .arg(m)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        // Another instance starts while `d` lives.
+        let again = driver(&home, 64 * MIB);
+        assert!(!was_frozen(&mk), "the killed clone's freeze is still there");
+        assert!(!home.join("killed/freezing").exists());
+        assert!(was_frozen(&ma), "an administrator's freeze was thawed");
+        std::fs::write(mk.join("after"), b"writable again").unwrap();
+        drop(again);
+        d.put(&killed).await.unwrap();
+        d.put(&admin).await.unwrap();
     });
     t.assert_clean();
 }
