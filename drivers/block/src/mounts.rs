@@ -196,10 +196,42 @@ impl Inner {
                 Ok(stats.size)
             })();
             let unmounted = sys::unmount(&mnt, &self.layout.image(id));
-            let size = applied?;
-            unmounted?;
+            let size = applied.map_err(|e| self.explain_no_space(id, e))?;
+            unmounted.map_err(|e| self.explain_no_space(id, e))?;
             Ok(size)
         })
+    }
+
+    /// An I/O error inside layer `id`'s filesystem, told for what it is when the backing
+    /// filesystem has less room than the layer's sparse image may still grow by: the image's
+    /// writes then fail in the loop device, which the layer's filesystem sees as EIO (or, once
+    /// ext4 gives up, EROFS), never as ENOSPC. Other errors are returned as they are.
+    fn explain_no_space(&self, id: &LayerId, err: Error) -> Error {
+        if err.kind() != ErrorKind::Io {
+            return err;
+        }
+        let image = self.layout.image(id);
+        let home = self.layout.home();
+        let (Ok(size), Ok(used), Ok(vfs)) = (
+            image::apparent(&image),
+            image::allocated(&image),
+            rustix::fs::statvfs(home),
+        ) else {
+            return err;
+        };
+        let free = vfs.f_bfree.saturating_mul(vfs.f_frsize);
+        let room = size.saturating_sub(used);
+        if free >= room {
+            return err;
+        }
+        Error::with_source(
+            ErrorKind::NoSpace,
+            format!(
+                "layer {id}: the backing filesystem of {} is full: {free} bytes free, less than the {room} bytes its sparse image may still grow by",
+                home.display()
+            ),
+            err,
+        )
     }
 
     /// Unmounts every layer mounted at its mount point; the counts start over.

@@ -512,3 +512,52 @@ fn a_killed_clones_freeze_is_thawed_at_start() {
     });
     t.assert_clean();
 }
+
+/// Issue 12, item 15: when the backing filesystem fills up under a sparse image, the layer's
+/// filesystem sees I/O errors, not ENOSPC; the driver checks the backing filesystem's free
+/// space against what the image may still grow by and says so (`NoSpace`, naming it).
+#[test]
+fn a_full_backing_filesystem_is_no_space() {
+    need_block!();
+    let t = TestDir::new();
+    let img = t.path().join("backing.img");
+    let backing = t.path().join("backing");
+    std::fs::create_dir(&backing).unwrap();
+    let f = std::fs::File::create(&img).unwrap();
+    f.set_len(48 * MIB).unwrap();
+    drop(f);
+    let mkfs = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-m", "0"])
+        .arg(&img)
+        .status()
+        .unwrap();
+    assert!(mkfs.success());
+    let mount = std::process::Command::new("mount")
+        .args(["-o", "loop"])
+        .arg(&img)
+        .arg(&backing)
+        .status()
+        .unwrap();
+    assert!(mount.success());
+    let home = backing.join("block");
+    rt(async {
+        let d = driver(&home, 128 * MIB);
+        let big = id("big");
+        d.create(&big, None, &CreateOpts::default()).await.unwrap();
+        let err = d
+            .apply_diff(&big, None, file_tar("f", 96 * MIB as usize))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NoSpace, "{err:#}");
+        let text = format!("{err:#}");
+        assert!(text.contains("backing filesystem"), "{text}");
+        d.remove(&big, true).await.unwrap();
+    });
+    // The test's own backing mount (its loop device goes with it: `mount -o loop` autoclears).
+    let umount = std::process::Command::new("umount")
+        .arg(&backing)
+        .status()
+        .unwrap();
+    assert!(umount.success());
+    t.assert_clean();
+}
