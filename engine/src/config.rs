@@ -281,6 +281,15 @@ impl Config {
                 ));
             }
         }
+        let (root, runroot) = (normal(&self.root), normal(&self.runroot));
+        if root.starts_with(&runroot) || runroot.starts_with(&root) {
+            return bad(format!(
+                "root {} and runroot {} must be apart: neither may be the other or lie inside it \
+                 (start-up cleanup of one would delete the other's files)",
+                self.root.display(),
+                self.runroot.display()
+            ));
+        }
         if !valid_driver_name(&self.driver) {
             return bad(format!("invalid driver name {:?}", self.driver));
         }
@@ -304,6 +313,25 @@ impl Config {
         }
         Ok(())
     }
+}
+
+impl Config {
+    /// Where the engine keeps driver `name`'s state that a reboot resets (mount refcounts):
+    /// `<runroot>/<key>/<name>-layers`, `<key>` the first 16 hex digits of the SHA-256 of the
+    /// root's path, so that stores with different roots never share state in one runroot.
+    pub fn run_dir(&self, name: &str) -> PathBuf {
+        use sha2::{Digest, Sha256};
+        use std::os::unix::ffi::OsStrExt;
+        let digest = Sha256::digest(normal(&self.root).as_os_str().as_bytes());
+        let key: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        self.runroot.join(key).join(format!("{name}-layers"))
+    }
+}
+
+/// `path` with `.` components and repeated or trailing slashes gone (lexically; `..` is kept
+/// as it is).
+fn normal(path: &Path) -> PathBuf {
+    path.components().collect()
 }
 
 fn valid_driver_name(name: &str) -> bool {

@@ -286,3 +286,42 @@ fn load_reads_the_first_file_found() {
     assert_eq!(err.kind(), ErrorKind::Config);
     assert!(err.to_string().contains(&explicit.display().to_string()));
 }
+
+/// Issue 12, item 11: a runroot that is the root, or inside it (or the other way round), is
+/// refused before anything is made: start-up cleanup of one would delete the other's files.
+#[test]
+fn root_and_runroot_must_be_apart() {
+    let with = |root: &str, runroot: &str| {
+        let mut c = Config::defaults(&root_env()).unwrap();
+        c.root = root.into();
+        c.runroot = runroot.into();
+        c.validate()
+    };
+    for (root, runroot) in [
+        ("/var/lib/strata", "/var/lib/strata"),
+        ("/var/lib/strata", "/var/lib/strata/"),
+        ("/var/lib/strata", "/var/lib/strata/./dir/diff"),
+        ("/run/strata/root", "/run/strata"),
+    ] {
+        let err = with(root, runroot).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{root} {runroot}");
+        assert!(err.to_string().contains("must be apart"), "{err}");
+    }
+    with("/var/lib/strata", "/run/strata").unwrap();
+    with("/var/lib/strata", "/var/lib/strata-run").unwrap();
+}
+
+/// Issue 12, item 11: two roots sharing one runroot keep their mount state apart.
+#[test]
+fn run_dirs_are_keyed_by_root() {
+    let mut a = Config::defaults(&root_env()).unwrap();
+    let mut b = a.clone();
+    a.root = "/srv/a".into();
+    b.root = "/srv/b".into();
+    assert_ne!(a.run_dir("dir"), b.run_dir("dir"));
+    assert!(a.run_dir("dir").starts_with(&a.runroot));
+    assert!(a.run_dir("dir").ends_with("dir-layers"));
+    // The same root, spelt with a trailing slash, is the same store.
+    b.root = "/srv/a/".into();
+    assert_eq!(a.run_dir("dir"), b.run_dir("dir"));
+}

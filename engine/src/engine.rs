@@ -106,7 +106,8 @@ impl Engine {
     }
 
     /// Opens the engine, choosing among the drivers of `registry`: selects the driver,
-    /// creates `<root>/<driver>/`, `<root>/<driver>-layers/` and `<runroot>/<driver>-layers/`
+    /// creates `<root>/<driver>/`, `<root>/<driver>-layers/` and
+    /// [`Config::run_dir`] (`<runroot>/<key of the root>/<driver>-layers/`)
     /// (mode 0700), and cleans up what crashed operations left: incomplete layers, temporary
     /// files, refcounts of views that are no longer mounted.
     #[tracing::instrument(
@@ -129,7 +130,7 @@ impl Engine {
             .expect("selection only returns registered drivers");
         let home = config.root.join(&name);
         let store = LayerStore::new(config.root.join(format!("{name}-layers")));
-        let mounts = MountStore::new(config.runroot.join(format!("{name}-layers")));
+        let mounts = MountStore::new(config.run_dir(&name));
         {
             let dirs = [
                 home.clone(),

@@ -342,7 +342,7 @@ async fn dropping_the_guard_releases() {
     }
     // The release runs as a task of its own: wait for the refcount table to say it ran (it is
     // written, atomically, after the driver's put).
-    let table = MountStore::new(f.tmp.path().join("run/fake-layers"));
+    let table = MountStore::new(testing::config(f.tmp.path(), "fake").run_dir("fake"));
     testing::wait_until("the dropped guard to release its mount", || {
         table.load().unwrap().count(&id("l")) == 0
     })
@@ -541,4 +541,31 @@ async fn an_open_export_stream_keeps_its_layer() {
     drop(stream);
     removing.await.unwrap().unwrap();
     assert!(a.list().await.unwrap().is_empty());
+}
+
+/// Issue 12, item 11: two stores with different roots and one runroot: each keeps its own
+/// refcounts (they once shared `<runroot>/<driver>-layers/mounts.json`: the second store's
+/// start-up recovery dropped the first one's counts as views it did not know, and the same
+/// layer id in both counted once for two mounts).
+#[tokio::test]
+async fn two_roots_share_a_runroot_without_clobbering_counts() {
+    let (a, b) = (Fixture::new(), Fixture::new());
+    let shared = a.tmp.path().join("shared-run");
+    let open = |f: &Fixture| {
+        let mut config = testing::config(f.tmp.path(), "fake");
+        config.runroot = shared.clone();
+        Engine::open_with(config, testing::registry("fake", &f.knobs))
+    };
+    let ea = open(&a).await.unwrap();
+    ea.create(create("x", None, true)).await.unwrap();
+    let ga = ea.mount(&id("x")).await.unwrap();
+    let eb = open(&b).await.unwrap();
+    eb.create(create("x", None, true)).await.unwrap();
+    assert_eq!(eb.list().await.unwrap()[0].mounts, 0, "b counts a's mount");
+    assert_eq!(
+        ea.list().await.unwrap()[0].mounts,
+        1,
+        "b's start-up dropped a's count"
+    );
+    ga.unmount().await.unwrap();
 }

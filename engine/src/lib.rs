@@ -9,7 +9,7 @@
 //! - [`Registry`]: the drivers that can be chosen, built-in or brought by an embedder;
 //! - [`plugin`]: the loader of third-party drivers (`[[plugins]]` shared libraries);
 //! - [`Engine`]: layers with records (`<root>/<driver>-layers/<id>.json`), crash recovery,
-//!   cross-process locks and mount refcounts (`<runroot>/<driver>-layers/mounts.json`).
+//!   cross-process locks and mount refcounts (`<runroot>/<key of the root>/<driver>-layers/mounts.json`).
 //!
 //! ```no_run
 //! # async fn demo() -> strata_driver_api::Result<()> {

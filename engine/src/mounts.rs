@@ -1,4 +1,5 @@
-//! Mount refcounts across processes: `<runroot>/<driver>-layers/mounts.json`.
+//! Mount refcounts across processes: `<runroot>/<key of the root>/<driver>-layers/mounts.json`
+//! ([`Config::run_dir`](crate::Config::run_dir)).
 //!
 //! The driver counts references inside one process; this table counts them across every
 //! `strata` process and survives them (a `strata mount` from the shell outlives its process).
@@ -127,7 +128,8 @@ pub struct MountStore {
 }
 
 impl MountStore {
-    /// The table in `dir` (`<runroot>/<driver>-layers`), with its lock `dir/mounts.lock`.
+    /// The table in `dir` ([`Config::run_dir`](crate::Config::run_dir)), with its lock
+    /// `dir/mounts.lock`.
     pub fn new(dir: impl Into<PathBuf>) -> MountStore {
         let dir = dir.into();
         let lock = LockFile::new(dir.join("mounts.lock"));
