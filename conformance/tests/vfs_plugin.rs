@@ -115,6 +115,40 @@ fn a_world_writable_library_is_refused() {
     assert!(err.to_string().contains("world-writable"), "{err}");
 }
 
+/// Issue 12, item 10: a library owned by another user, in a sticky world-writable directory
+/// (where that user could replace it at will), is refused, and so is one writable by a group
+/// other than root's.
+#[test]
+fn a_library_others_could_rewrite_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    if !rustix::process::geteuid().is_root() {
+        strata_conformance::skip!("needs root (chown)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let sticky = tmp.path().join("sticky");
+    std::fs::create_dir(&sticky).unwrap();
+    std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let copy = sticky.join("libstrata_vfs_theirs.so");
+    std::fs::copy(library(), &copy).unwrap();
+    let owner = |uid: u32, gid: u32| {
+        rustix::fs::chown(
+            &copy,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        )
+        .unwrap()
+    };
+    owner(65534, 65534);
+    let err = plugin::load(&copy).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Plugin, "{err}");
+    assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+    owner(0, 65534);
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o775)).unwrap();
+    let err = plugin::load(&copy).unwrap_err();
+    assert!(err.to_string().contains("writable by group"), "{err}");
+}
+
 #[test]
 fn a_file_that_is_no_library_is_refused() {
     let tmp = tempfile::tempdir().unwrap();

@@ -42,8 +42,9 @@ fn plugin_error(path: &Path, msg: impl std::fmt::Display) -> Error {
 
 /// Loads the library at `path` (once per process) and checks its descriptor.
 ///
-/// Errors, each naming the path: `NotFound` when there is no such file; `Plugin` when anyone
-/// may rewrite it (world-writable, or in a world-writable directory without the sticky bit), it
+/// Errors, each naming the path: `NotFound` when there is no such file; `Plugin` when someone
+/// other than root or this user could change it or a directory above it
+/// (`strata_driver_util::trust`: owned by another user, or writable by others), it
 /// is not a loadable library, has no entry symbol (saying which ABI major it was built for when
 /// it has another one's), or its descriptor is wrong (magic, major, sizes, missing functions,
 /// name).
@@ -56,7 +57,7 @@ pub fn load(path: &Path) -> Result<PluginSpec> {
         };
         Error::with_source(kind, format!("plugin {}", path.display()), e)
     })?;
-    check_trust(&canonical).map_err(|e| plugin_error(path, e))?;
+    strata_driver_util::trust::check(&canonical).map_err(|e| plugin_error(path, e))?;
     let mut loaded = loaded().lock().unwrap_or_else(|p| p.into_inner());
     if let Some(spec) = loaded.get(&canonical) {
         return Ok(spec.clone());
@@ -79,32 +80,6 @@ pub fn load(path: &Path) -> Result<PluginSpec> {
         .map_err(|e| e.context(format!("plugin {}", path.display())))?;
     loaded.insert(canonical, spec.clone());
     Ok(spec)
-}
-
-/// Refuses a library anyone may rewrite: a world-writable file, or one in a world-writable
-/// directory without the sticky bit. Loading runs its code with this process's privileges.
-fn check_trust(path: &Path) -> std::result::Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode());
-    match mode(path) {
-        Ok(m) if m & 0o002 != 0 => {
-            return Err(format!(
-                "refusing a world-writable library (mode {:o})",
-                m & 0o7777
-            ));
-        }
-        Ok(_) => {}
-        Err(e) => return Err(format!("stat: {e}")),
-    }
-    if let Some(dir) = path.parent() {
-        if matches!(mode(dir), Ok(m) if m & 0o002 != 0 && m & 0o1000 == 0) {
-            return Err(format!(
-                "refusing a library in the world-writable directory {}",
-                dir.display()
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// The error for a library without [`ENTRY_SYMBOL`]: which major it has, if any.

@@ -317,3 +317,36 @@ async fn own_parent_is_refused_without_deadlock() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::AlreadyExists);
 }
+
+/// Issue 12, item 10: the FUSE helper runs with the driver's privileges, so it is checked as a
+/// plugin library is: a helper anyone could rewrite (here mode 0777) is refused, and `auto`
+/// falls back to copy mode saying why.
+#[test]
+fn a_helper_others_could_rewrite_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let helper = tmp.path().join("strata-dir-fuse");
+    std::fs::copy(env!("CARGO_BIN_EXE_strata-dir-fuse"), &helper).unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o777)).unwrap();
+    if let Err(why) = strata_driver_dir::fuse::usable() {
+        strata_conformance::skip!("FUSE not usable here: {why}");
+        return;
+    }
+    let fuse = Config {
+        mount: MountMode::Fuse,
+        fuse_helper: Some(helper.clone()),
+    };
+    let err = DirDriver::new(tmp.path().join("dir"), fuse).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err:#}");
+    assert!(err.to_string().contains("world-writable"), "{err:#}");
+    let auto = Config {
+        mount: MountMode::Auto,
+        fuse_helper: Some(helper),
+    };
+    let d = DirDriver::new(tmp.path().join("dir"), auto).unwrap();
+    assert_eq!(d.mount_mode(), MountMode::Copy);
+    assert!(
+        d.status()[1].1.contains("world-writable"),
+        "{:?}",
+        d.status()
+    );
+}

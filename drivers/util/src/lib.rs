@@ -12,6 +12,8 @@
 //! - [`fsname`]: filesystem names from `statfs` magic numbers.
 //! - [`clone_file`]: reflink, else sparse copy, of a file's contents.
 //! - [`size`]: human sizes in configs (`"10G"`).
+//! - [`trust`]: the one rule for files strata loads or runs with its privileges (plugins, the
+//!   FUSE helper).
 //!
 //! Random bytes are `strata_driver_api::random`'s (layer ids use them too); blocking work on
 //! a driver's shared state is `strata_driver_api::stream::run_blocking_with`.
@@ -25,3 +27,4 @@ pub mod lock;
 pub mod mountinfo;
 pub mod refcount;
 pub mod size;
+pub mod trust;

@@ -22,8 +22,21 @@ const FUSE_SUPER_MAGIC: u64 = 0x6573_5546;
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Finds the helper: `configured`, else `$STRATA_DIR_FUSE_HELPER`, else beside the running
-/// program or one directory up (cargo puts test binaries in `deps/`), else on `$PATH`.
+/// program or one directory up (cargo puts test binaries in `deps/`), else on `$PATH`; and
+/// checks it as every program strata runs with its privileges is checked
+/// (`strata_driver_util::trust`: a helper someone else could change is `PermissionDenied`).
+/// Returns the resolved path, which is what runs.
 pub fn find_helper(configured: Option<&Path>) -> Result<PathBuf> {
+    let found = locate_helper(configured)?;
+    strata_driver_util::trust::check(&found).map_err(|why| {
+        Error::new(
+            ErrorKind::PermissionDenied,
+            format!("dir driver: the FUSE helper: {why}"),
+        )
+    })
+}
+
+fn locate_helper(configured: Option<&Path>) -> Result<PathBuf> {
     let explicit = match configured {
         Some(p) => Some((p.to_path_buf(), "fuse_helper ")),
         None => std::env::var_os("STRATA_DIR_FUSE_HELPER")
