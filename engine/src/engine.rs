@@ -310,7 +310,14 @@ impl Engine {
                 Err(e) if e.kind() == ErrorKind::NotFound => false,
                 Err(e) => return Err(e),
             };
-            if !mounted {
+            if mounted && table.count(id) == 0 {
+                // A get whose process died before it recorded the reference (see
+                // `MountTable::getting`): nobody holds this view.
+                tracing::debug!(layer = %id, "releasing a view that a killed process mounted");
+                self.call("put", id, inner.driver.put(id)).await?;
+                table.forget(id);
+                changed = true;
+            } else if !mounted {
                 tracing::debug!(layer = %id, refs = table.count(id), "forgetting the refcount of a view that is gone");
                 table.forget(id);
                 changed = true;

@@ -569,3 +569,43 @@ async fn two_roots_share_a_runroot_without_clobbering_counts() {
     );
     ga.unmount().await.unwrap();
 }
+
+/// Issue 12, item 13: a process killed after `Driver::get` and before it recorded the
+/// reference left a view mounted that no refcount holds (`ls`: MOUNTS 0; `rm`: "is mounted").
+/// The intent recorded before the get tells the next start, which releases the view.
+#[tokio::test]
+async fn a_view_mounted_by_a_killed_process_is_released_at_start() {
+    let f = Fixture::new();
+    let e = f.open().await;
+    e.create(create("l", None, true)).await.unwrap();
+    // What the killed process left: its intent in the table, and the driver's mount.
+    let store = MountStore::new(testing::config(f.tmp.path(), "fake").run_dir("fake"));
+    let mut table = store.load().unwrap();
+    table.getting(&id("l"));
+    store.save(&table).unwrap();
+    let opts = strata_driver_api::MountOpts::default();
+    e.driver().get(&id("l"), &opts).await.unwrap();
+    drop(e);
+    let e = f.open().await;
+    assert!(!e.driver().is_mounted(&id("l")).await.unwrap());
+    assert_eq!(e.list().await.unwrap()[0].mounts, 0);
+    e.remove(&id("l"), false).await.unwrap();
+}
+
+/// A failed get leaves no intent behind.
+#[tokio::test]
+async fn a_failed_mount_leaves_no_intent() {
+    let f = Fixture::new();
+    let e = f.open().await;
+    e.create(create("l", None, true)).await.unwrap();
+    let store = MountStore::new(testing::config(f.tmp.path(), "fake").run_dir("fake"));
+    f.knobs.fail_get.store(true, Ordering::SeqCst);
+    let err = e.mount(&id("l")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io);
+    assert!(store.load().unwrap().ids().is_empty());
+    f.knobs.fail_get.store(false, Ordering::SeqCst);
+    let guard = e.mount(&id("l")).await.unwrap();
+    assert_eq!(store.load().unwrap().count(&id("l")), 1);
+    guard.unmount().await.unwrap();
+    assert!(store.load().unwrap().ids().is_empty());
+}

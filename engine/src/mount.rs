@@ -107,11 +107,24 @@ impl Engine {
         let path = match &step {
             MountStep::Reuse(path) => path.clone(),
             MountStep::Get => {
+                // The intent first: a process killed between the driver's get and the save
+                // below leaves a view that nobody holds, which recovery then releases.
+                table.getting(id);
+                self.save_mounts(table.clone()).await?;
                 let opts = MountOpts {
                     read_only: record.kind == LayerKind::Image,
                     ..MountOpts::default()
                 };
-                self.call("get", id, driver.get(id, &opts)).await?
+                match self.call("get", id, driver.get(id, &opts)).await {
+                    Ok(path) => path,
+                    Err(e) => {
+                        table.forget(id);
+                        if let Err(save) = self.save_mounts(table).await {
+                            tracing::warn!(layer = %id, error = %format_args!("{save:#}"), "could not drop the intent of a failed mount; the next start does");
+                        }
+                        return Err(e);
+                    }
+                }
             }
         };
         table.mounted(id, path.clone(), &step);

@@ -23,9 +23,9 @@ const FILE: &str = "mounts.json";
 /// One mounted layer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountEntry {
-    /// Where its merged view is.
+    /// Where its merged view is (empty while a get is under way).
     pub path: PathBuf,
-    /// How many references are out.
+    /// How many references are out; 0 while a get is under way ([`MountTable::getting`]).
     pub count: u32,
 }
 
@@ -80,6 +80,16 @@ impl MountTable {
             Some(e) if e.count > 0 && still_mounted => MountStep::Reuse(e.path.clone()),
             _ => MountStep::Get,
         }
+    }
+
+    /// Records that `Driver::get` of `id` is about to be called (a count of 0), unless the
+    /// table holds references already: saved before the call, it tells recovery that a view
+    /// the table does not count may be mounted, by a process killed before it could record it.
+    pub fn getting(&mut self, id: &LayerId) {
+        self.entries.entry(id.clone()).or_insert(MountEntry {
+            path: PathBuf::new(),
+            count: 0,
+        });
     }
 
     /// Records a reference taken by `step`: one more on a reused view, or a fresh count of one

@@ -21,6 +21,7 @@ use crate::registry::{DriverFactory, DriverSource, Registry};
 #[derive(Debug, Default)]
 pub(crate) struct Knobs {
     pub fail_apply: AtomicBool,
+    pub fail_get: AtomicBool,
     /// When non-zero, `apply_diff` reads only this many bytes and reports success.
     pub read_only_first: AtomicU64,
     pub gets: AtomicU32,
@@ -128,6 +129,9 @@ impl Driver for FakeDriver {
 
     async fn get(&self, id: &LayerId, _: &MountOpts) -> Result<PathBuf> {
         self.check(id)?;
+        if self.knobs.fail_get.load(Ordering::SeqCst) {
+            return Err(Error::new(ErrorKind::Io, "get failed (test knob)"));
+        }
         self.knobs.gets.fetch_add(1, Ordering::SeqCst);
         self.set_refs(id, self.refs(id) + 1);
         Ok(self.home.join("mnt").join(id.as_str()))
