@@ -100,15 +100,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let id = LayerId::new(id)?;
             let parent = parent.map(LayerId::new).transpose()?;
             let changes = engine.changes(&id, parent.as_ref()).await?;
-            print(|out| {
-                if json {
-                    return output::json(out, &changes);
-                }
-                for change in &changes {
-                    writeln!(out, "{change}")?;
-                }
-                Ok(())
-            })
+            print(|out| output::changes(out, &changes, json))
         }
         Command::Metadata { id } => {
             let pairs = engine.metadata(&LayerId::new(id)?).await?;

@@ -42,9 +42,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Prints the error and its causes, walked once, on one line.
+/// Prints the error and its causes, walked once, on one line, with the control characters a
+/// name in it may bring escaped (`\x1b`, `\r`; see [`output::escape_line`]).
 fn fail(e: &Error) -> ExitCode {
-    let text = format!("{e:#}").replace('\n', " ");
+    let text = output::escape_line(&format!("{e:#}"));
     eprintln!("strata: error: {text}");
     ExitCode::from(1)
 }

@@ -582,3 +582,94 @@ fn conformance_command_runs_cases_and_closes_with_a_summary() {
     // Every case cleaned up after itself.
     assert_eq!(fs::read_dir(&tmpdir).unwrap().count(), 0);
 }
+
+/// Names a layer may hold that must not reach a terminal or a parser raw, each with the line
+/// `strata changes` prints for it.
+const HOSTILE_NAMES: &[(&[u8], &str)] = &[
+    // Not a '/' in it: that would make parent directories, changes of their own.
+    (b"a\nD forged", "A /a\\nD forged"),
+    (b"esc\x1b[31mred", "A /esc\\x1b[31mred"),
+    (b"cr\rx", "A /cr\\rx"),
+    (b"back\\slash", "A /back\\\\slash"),
+    (b"bad\xff", "A /bad\\xff"),
+    (
+        "h\u{e9}llo w\u{f6}rld".as_bytes(),
+        "A /h\u{e9}llo w\u{f6}rld",
+    ),
+];
+
+/// No byte a terminal acts on, but the line ends.
+fn assert_no_control_bytes(what: &str, bytes: &[u8]) {
+    assert!(
+        !bytes.iter().any(|&b| (b < 0x20 && b != b'\n') || b == 0x7f),
+        "{what} holds a raw control byte: {:?}",
+        String::from_utf8_lossy(bytes)
+    );
+}
+
+#[test]
+fn changes_escape_names_and_json_stays_valid() {
+    let Some(s) = Strata::new("copy") else { return };
+    let tar = s.path("hostile.tar");
+    let entries: Vec<Entry> = HOSTILE_NAMES
+        .iter()
+        .map(|(name, _)| Entry::file(name, "x"))
+        .collect();
+    write_tar(&tar, &entries, false);
+    s.import(&tar, None, "names");
+
+    let text = s.ok(&["changes", "names"]);
+    assert_no_control_bytes("strata changes", &text);
+    let text = String::from_utf8(text).expect("changes output is UTF-8");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.len(),
+        HOSTILE_NAMES.len(),
+        "one line a change: {lines:?}"
+    );
+    for (_, want) in HOSTILE_NAMES {
+        assert!(lines.contains(want), "{want:?} in {lines:?}");
+    }
+
+    let json = s.ok(&["--json", "changes", "names"]);
+    let changes: Vec<serde_json::Value> = serde_json::from_slice(&json).expect("valid JSON");
+    assert_eq!(changes.len(), HOSTILE_NAMES.len());
+    for (name, want) in HOSTILE_NAMES {
+        let mut full = b"/".to_vec();
+        full.extend_from_slice(name);
+        let found = changes.iter().find(|c| {
+            let bytes: Vec<u8> = match c.get("path_bytes") {
+                Some(b) => b
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| u8::try_from(n.as_u64().unwrap()).unwrap())
+                    .collect(),
+                None => c["path"].as_str().unwrap().as_bytes().to_vec(),
+            };
+            bytes == full
+        });
+        let found = found.unwrap_or_else(|| panic!("{want:?} not round-tripped in {changes:?}"));
+        assert_eq!(found["kind"], "add");
+        match std::str::from_utf8(&full) {
+            // UTF-8 paths are plain JSON strings, with no second field.
+            Ok(utf8) => {
+                assert_eq!(found["path"], utf8);
+                assert!(found.get("path_bytes").is_none(), "{found}");
+            }
+            // Others: the escaped text form, and the bytes.
+            Err(_) => assert_eq!(found["path"], &want[2..]),
+        }
+    }
+}
+
+#[test]
+fn error_lines_escape_control_characters() {
+    let Some(s) = Strata::new("copy") else { return };
+    let out = s.run(&["import", "/no/such/\x1b[2J\rspoof.tar"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert_no_control_bytes("the error line", &out.stderr);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err:?}");
+    assert!(err.contains("/no/such/\\x1b[2J\\rspoof.tar"), "{err:?}");
+}
