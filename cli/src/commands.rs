@@ -137,13 +137,17 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Writes to stdout through `f`, mapping write errors (a closed pipe among them).
+/// Writes to stdout through `f` (every command's output but export's tar goes through here).
+/// A closed pipe (`strata ls --json | head`) ends the output quietly: the reader went away,
+/// which is not our error; other write errors are returned.
 fn print(f: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    f(&mut out)
-        .and_then(|()| out.flush())
-        .map_err(|e| Error::io("write standard output", e))
+    match f(&mut out).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Error::io("write standard output", e)),
+    }
 }
 
 fn absolute(path: PathBuf) -> Result<PathBuf> {

@@ -11,10 +11,14 @@ use strata_driver_api::{Change, ChangeKind};
 use strata_engine::size::format_size;
 use strata_engine::{DriverInfo, Info, LayerInfo, ago, parse_rfc3339};
 
-/// Writes `value` as pretty JSON and a newline.
+/// Writes `value` as pretty JSON and a newline. The document is made whole first: a value
+/// that cannot be serialised writes nothing, and a failed write is the writer's own
+/// `io::Error` (a closed pipe stays recognisable, not wrapped in serde_json's error).
 pub fn json<T: Serialize + ?Sized>(out: &mut dyn Write, value: &T) -> io::Result<()> {
-    serde_json::to_writer_pretty(&mut *out, value).map_err(io::Error::other)?;
-    writeln!(out)
+    let mut doc = serde_json::to_vec_pretty(value)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    doc.push(b'\n');
+    out.write_all(&doc)
 }
 
 /// `bytes` (a name from a layer) as text that a terminal shows as it is and that stays on one

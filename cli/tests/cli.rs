@@ -673,3 +673,46 @@ fn error_lines_escape_control_characters() {
     assert_eq!(err.lines().count(), 1, "{err:?}");
     assert!(err.contains("/no/such/\\x1b[2J\\rspoof.tar"), "{err:?}");
 }
+
+/// Runs `args` with standard output a pipe whose reader is already gone (`strata ls | head`
+/// after head exited); returns the status and stderr.
+fn run_into_closed_pipe(s: &Strata, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let (reader, writer) = rustix::pipe::pipe().unwrap();
+    drop(reader);
+    let out = s
+        .cmd(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let Some(s) = Strata::new("copy") else { return };
+    two_layers(&s);
+    for args in [
+        &["--json", "ls"][..],
+        &["ls"],
+        &["--json", "info"],
+        &["info"],
+        &["--json", "drivers"],
+        &["drivers"],
+        &["--json", "changes", "child"],
+        &["changes", "child"],
+        &["--json", "metadata", "child"],
+        &["export", "child"],
+    ] {
+        let (status, stderr) = run_into_closed_pipe(&s, args);
+        assert_eq!(
+            (status.code(), stderr.as_str()),
+            (Some(0), ""),
+            "strata {args:?}"
+        );
+    }
+}
