@@ -716,3 +716,59 @@ fn output_into_a_closed_pipe_ends_quietly() {
         );
     }
 }
+
+#[test]
+fn ids_take_unique_prefixes_and_rm_takes_several() {
+    let Some(s) = Strata::new("copy") else { return };
+    let tar = s.path("one.tar");
+    write_tar(&tar, &[Entry::file("one", "1")], false);
+    s.import(&tar, None, "abc111");
+    // --parent takes a prefix too.
+    s.ok(&["create", "--rw", "--id", "abc222", "--parent", "abc1"]);
+    s.ok(&["create", "--id", "ab"]);
+    s.ok(&["create", "--id", "abd"]);
+    let child = s.ls().into_iter().find(|l| l["id"] == "abc222").unwrap();
+    assert_eq!(child["parent"], "abc111");
+
+    assert_eq!(s.ok_text(&["changes", "abc1"]), "A /one");
+    assert_eq!(s.ok_text(&["changes", "abc2", "--parent", "abc1"]), "");
+    // A full id wins over being a prefix of others.
+    s.ok(&["mount", "ab"]);
+    s.ok(&["umount", "ab"]);
+    let path = PathBuf::from(s.ok_text(&["mount", "abc2"]));
+    assert_eq!(fs::read(path.join("one")).unwrap(), b"1");
+    s.ok(&["umount", "abc2"]);
+    s.ok(&["metadata", "abd"]);
+    let exported = s.ok(&["export", "abc1"]);
+    assert!(!exported.is_empty());
+
+    let err = s.fail(&["mount", "abc"]);
+    assert!(
+        err.contains("ambiguous") && err.contains("2 layers"),
+        "{err}"
+    );
+    let err = s.fail(&["metadata", "abx"]);
+    assert!(err.contains("not found"), "{err}");
+
+    // Several ids, removed in order; each failure reported, the others still removed.
+    let out = s.run(&["rm", "abc", "abc2", "nope", "abc1"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines.iter().all(|l| l.starts_with("strata: error: ")),
+        "{err}"
+    );
+    assert!(lines[0].contains("ambiguous"), "{err}");
+    assert!(lines[1].contains("nope"), "{err}");
+    let mut left: Vec<String> = s
+        .ls()
+        .iter()
+        .map(|l| l["id"].as_str().unwrap().to_string())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["ab", "abd"]);
+    s.ok(&["rm", "ab", "abd"]);
+    assert!(s.ls().is_empty());
+}

@@ -542,3 +542,37 @@ async fn an_open_export_stream_keeps_its_layer() {
     removing.await.unwrap().unwrap();
     assert!(a.list().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn resolve_takes_full_ids_and_unique_prefixes() {
+    let f = Fixture::new();
+    let e = f.open().await;
+    for layer in ["abc111", "abc222", "ab", "abd"] {
+        e.create(create(layer, None, false)).await.unwrap();
+    }
+    // A full id wins, even when it is also a prefix of other ids.
+    assert_eq!(e.resolve("ab").await.unwrap(), id("ab"));
+    assert_eq!(e.resolve("abd").await.unwrap(), id("abd"));
+    assert_eq!(e.resolve("abc1").await.unwrap(), id("abc111"));
+    assert_eq!(e.resolve("abc222").await.unwrap(), id("abc222"));
+
+    let err = e.resolve("abc").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let text = err.to_string();
+    assert!(
+        text.contains("ambiguous") && text.contains("2 layers"),
+        "{text}"
+    );
+    let err = e.resolve("abx").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(err.to_string().contains("abx"), "{err}");
+    // Not an id at all: never a prefix of everything.
+    assert_eq!(
+        e.resolve("").await.unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        e.resolve("../a").await.unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+}
