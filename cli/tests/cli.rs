@@ -772,3 +772,87 @@ fn ids_take_unique_prefixes_and_rm_takes_several() {
     s.ok(&["rm", "ab", "abd"]);
     assert!(s.ls().is_empty());
 }
+
+#[test]
+fn import_refuses_an_image_archive() {
+    let Some(s) = Strata::new("copy") else { return };
+    let hex = "a1".repeat(32);
+    let manifest =
+        format!(r#"[{{"Config":"{hex}.json","RepoTags":["x:1"],"Layers":["{hex}/layer.tar"]}}]"#);
+    let blob = format!("blobs/sha256/{hex}");
+    let legacy = [
+        format!("{hex}/"),
+        format!("{hex}/VERSION"),
+        format!("{hex}/json"),
+    ];
+    let images: Vec<(&str, Vec<Entry>)> = vec![
+        // docker save, with manifest.json first.
+        (
+            "docker-archive",
+            vec![
+                Entry::file("manifest.json", &manifest),
+                Entry::file(format!("{hex}.json"), "{}"),
+                Entry::dir(format!("{hex}/")),
+                Entry::file(format!("{hex}/layer.tar"), vec![0u8; 1024]),
+            ],
+        ),
+        // Older docker save: the layer directories first, manifest.json last.
+        (
+            "docker-archive",
+            vec![
+                Entry::dir(&legacy[0]),
+                Entry::file(&legacy[1], "1.0"),
+                Entry::file(&legacy[2], "{}"),
+                Entry::file(format!("{hex}/layer.tar"), vec![0u8; 1024]),
+                Entry::file("manifest.json", &manifest),
+            ],
+        ),
+        // An OCI image layout, oci-layout first.
+        (
+            "OCI image layout",
+            vec![
+                Entry::file("oci-layout", r#"{"imageLayoutVersion":"1.0.0"}"#),
+                Entry::file("index.json", r#"{"schemaVersion":2,"manifests":[]}"#),
+                Entry::dir("blobs/"),
+                Entry::dir("blobs/sha256/"),
+                Entry::file(&blob, "{}"),
+            ],
+        ),
+        // Docker 25's save (an OCI layout): blobs first, in name order.
+        (
+            "OCI image layout",
+            vec![
+                Entry::dir("blobs/"),
+                Entry::dir("blobs/sha256/"),
+                Entry::file(&blob, "{}"),
+                Entry::file("index.json", r#"{"schemaVersion":2,"manifests":[]}"#),
+                Entry::file("manifest.json", &manifest),
+                Entry::file("oci-layout", r#"{"imageLayoutVersion":"1.0.0"}"#),
+            ],
+        ),
+    ];
+    for (i, (what, entries)) in images.iter().enumerate() {
+        let tar = s.path(&format!("image{i}.tar.gz"));
+        write_tar(&tar, entries, true);
+        let err = s.fail(&["import", "--id", "img", tar.to_str().unwrap()]);
+        assert!(
+            err.contains(what)
+                && err.contains("not a layer")
+                && err.contains("strata image import"),
+            "image {i}: {err}"
+        );
+        assert!(s.ls().is_empty(), "image {i} left a layer");
+        assert!(!s.path("root/dir/diff/img").exists(), "image {i}");
+    }
+    // A layer that merely holds a file named manifest.json is a layer.
+    let tar = s.path("layer.tar");
+    write_tar(
+        &tar,
+        &[
+            Entry::file("manifest.json", r#"{"name":"app"}"#),
+            Entry::file("oci-layout.txt", "not a marker"),
+        ],
+        false,
+    );
+    s.import(&tar, None, "app");
+}
