@@ -34,6 +34,8 @@ pub struct Global {
     pub json: bool,
 }
 
+/// Every layer argument (`ID`, `--parent ID`) is a full id or a unique prefix of one (as
+/// `strata ls` shows 12 characters); `--id`, the id of a new layer, is taken as it is.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show the driver, root, driver status and layer count.
@@ -132,12 +134,14 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         tmpdir: Option<PathBuf>,
     },
-    /// Remove a layer.
+    /// Remove layers, in the order given; each failure is reported and the rest still
+    /// removed (exit status 1 if any failed), as `docker rm` does.
     Rm {
-        /// Remove it even if it is mounted (unmounting it).
+        /// Remove them even if mounted (unmounting them).
         #[arg(short, long)]
         force: bool,
-        /// The layer.
-        id: String,
+        /// The layers.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
     },
 }

@@ -3,6 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::process::ExitCode;
 use std::time::SystemTime;
 
 use strata_engine::{
@@ -15,7 +16,9 @@ use crate::{output, progress};
 
 type Input = Pin<Box<dyn AsyncRead + Send + Sync>>;
 
-pub async fn run(cli: Cli) -> Result<()> {
+/// Runs the command. `Ok` with a failing code means failures were already reported (`rm` of
+/// several layers).
+pub async fn run(cli: Cli) -> Result<ExitCode> {
     let g = cli.global;
     let overrides = Overrides {
         config: g.config,
@@ -33,7 +36,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             } else {
                 output::drivers(out, &drivers)
             }
-        });
+        })
+        .map(|()| ExitCode::SUCCESS);
     }
     if let Command::Conformance {
         plugin,
@@ -44,10 +48,12 @@ pub async fn run(cli: Cli) -> Result<()> {
     } = cli.command
     {
         let plugin = plugin.map(absolute).transpose()?;
-        return crate::conformance::run(&config, plugin, filter, list, bench, tmpdir).await;
+        return crate::conformance::run(&config, plugin, filter, list, bench, tmpdir)
+            .await
+            .map(|()| ExitCode::SUCCESS);
     }
     let engine = Engine::open(config).await?;
-    match cli.command {
+    let done = match cli.command {
         Command::Drivers | Command::Conformance { .. } => unreachable!("handled above"),
         Command::Info => {
             let info = engine.info().await?;
@@ -63,7 +69,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let record = engine
                 .create(CreateRequest {
                     id: id.map(LayerId::new).transpose()?,
-                    parent: parent.map(LayerId::new).transpose()?,
+                    parent: resolve(&engine, parent).await?,
                     rw,
                     names: Vec::new(),
                 })
@@ -73,7 +79,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Import { parent, id, file } => {
             let req = ImportRequest {
                 id: id.map(LayerId::new).transpose()?,
-                parent: parent.map(LayerId::new).transpose()?,
+                parent: resolve(&engine, parent).await?,
                 names: Vec::new(),
             };
             let (input, len) = open_input(&file).await?;
@@ -84,7 +90,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             print(|out| writeln!(out, "{}", record.id))
         }
         Command::Apply { id, file } => {
-            let id = LayerId::new(id)?;
+            let id = engine.resolve(&id).await?;
             let (input, len) = open_input(&file).await?;
             let bar = progress::bar("applying", len);
             let result = engine.apply(&id, bar.wrap_async_read(input)).await;
@@ -92,26 +98,18 @@ pub async fn run(cli: Cli) -> Result<()> {
             result.map(|_| ())
         }
         Command::Export { id, parent, output } => {
-            let id = LayerId::new(id)?;
-            let parent = parent.map(LayerId::new).transpose()?;
+            let id = engine.resolve(&id).await?;
+            let parent = resolve(&engine, parent).await?;
             export(&engine, &id, parent.as_ref(), output.as_deref()).await
         }
         Command::Changes { id, parent } => {
-            let id = LayerId::new(id)?;
-            let parent = parent.map(LayerId::new).transpose()?;
+            let id = engine.resolve(&id).await?;
+            let parent = resolve(&engine, parent).await?;
             let changes = engine.changes(&id, parent.as_ref()).await?;
-            print(|out| {
-                if json {
-                    return output::json(out, &changes);
-                }
-                for change in &changes {
-                    writeln!(out, "{change}")?;
-                }
-                Ok(())
-            })
+            print(|out| output::changes(out, &changes, json))
         }
         Command::Metadata { id } => {
-            let pairs = engine.metadata(&LayerId::new(id)?).await?;
+            let pairs = engine.metadata(&engine.resolve(&id).await?).await?;
             print(|out| {
                 if json {
                     let map: serde_json::Map<String, serde_json::Value> = pairs
@@ -127,10 +125,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             })
         }
         Command::Mount { id } => {
-            let path = engine.mount(&LayerId::new(id)?).await?.keep();
+            let path = engine.mount(&engine.resolve(&id).await?).await?.keep();
             print(|out| writeln!(out, "{}", path.display()))
         }
-        Command::Umount { id } => engine.unmount(&LayerId::new(id)?).await,
+        Command::Umount { id } => engine.unmount(&engine.resolve(&id).await?).await,
         Command::Ls => {
             let layers = engine.list().await?;
             print(|out| {
@@ -141,17 +139,46 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
             })
         }
-        Command::Rm { force, id } => engine.remove(&LayerId::new(id)?, force).await,
+        Command::Rm { force, ids } => return Ok(remove(&engine, &ids, force).await),
+    };
+    done.map(|()| ExitCode::SUCCESS)
+}
+
+/// A layer argument given or not, resolved (see [`Engine::resolve`]).
+async fn resolve(engine: &Engine, text: Option<String>) -> Result<Option<LayerId>> {
+    match text {
+        Some(text) => engine.resolve(&text).await.map(Some),
+        None => Ok(None),
     }
 }
 
-/// Writes to stdout through `f`, mapping write errors (a closed pipe among them).
+/// `strata rm ID...`: each layer in order; a failure is reported and the next one tried.
+async fn remove(engine: &Engine, ids: &[String], force: bool) -> ExitCode {
+    let mut code = ExitCode::SUCCESS;
+    for text in ids {
+        let removed = match engine.resolve(text).await {
+            Ok(id) => engine.remove(&id, force).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = removed {
+            crate::report(&e);
+            code = ExitCode::FAILURE;
+        }
+    }
+    code
+}
+
+/// Writes to stdout through `f` (every command's output but export's tar goes through here).
+/// A closed pipe (`strata ls --json | head`) ends the output quietly: the reader went away,
+/// which is not our error; other write errors are returned.
 fn print(f: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    f(&mut out)
-        .and_then(|()| out.flush())
-        .map_err(|e| Error::io("write standard output", e))
+    match f(&mut out).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Error::io("write standard output", e)),
+    }
 }
 
 fn absolute(path: PathBuf) -> Result<PathBuf> {

@@ -35,16 +35,22 @@ fn main() -> ExitCode {
     // A producer may still be blocked reading stdin after an error: do not wait for it.
     runtime.shutdown_background();
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         // The reader of our output went away (`strata ls | head`): not our error.
         Err(e) if e.raw_os_error() == Some(32) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }
 }
 
-/// Prints the error and its causes, walked once, on one line.
+/// Prints the error and its causes, walked once, on one line, with the control characters a
+/// name in it may bring escaped (`\x1b`, `\r`; see [`output::escape_line`]).
 fn fail(e: &Error) -> ExitCode {
-    let text = format!("{e:#}").replace('\n', " ");
-    eprintln!("strata: error: {text}");
+    report(e);
     ExitCode::from(1)
+}
+
+/// Prints the error line of [`fail`] without ending: for commands that go on after a failure.
+pub(crate) fn report(e: &Error) {
+    let text = output::escape_line(&format!("{e:#}"));
+    eprintln!("strata: error: {text}");
 }

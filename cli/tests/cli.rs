@@ -582,3 +582,277 @@ fn conformance_command_runs_cases_and_closes_with_a_summary() {
     // Every case cleaned up after itself.
     assert_eq!(fs::read_dir(&tmpdir).unwrap().count(), 0);
 }
+
+/// Names a layer may hold that must not reach a terminal or a parser raw, each with the line
+/// `strata changes` prints for it.
+const HOSTILE_NAMES: &[(&[u8], &str)] = &[
+    // Not a '/' in it: that would make parent directories, changes of their own.
+    (b"a\nD forged", "A /a\\nD forged"),
+    (b"esc\x1b[31mred", "A /esc\\x1b[31mred"),
+    (b"cr\rx", "A /cr\\rx"),
+    (b"back\\slash", "A /back\\\\slash"),
+    (b"bad\xff", "A /bad\\xff"),
+    (
+        "h\u{e9}llo w\u{f6}rld".as_bytes(),
+        "A /h\u{e9}llo w\u{f6}rld",
+    ),
+];
+
+/// No byte a terminal acts on, but the line ends.
+fn assert_no_control_bytes(what: &str, bytes: &[u8]) {
+    assert!(
+        !bytes.iter().any(|&b| (b < 0x20 && b != b'\n') || b == 0x7f),
+        "{what} holds a raw control byte: {:?}",
+        String::from_utf8_lossy(bytes)
+    );
+}
+
+#[test]
+fn changes_escape_names_and_json_stays_valid() {
+    let Some(s) = Strata::new("copy") else { return };
+    let tar = s.path("hostile.tar");
+    let entries: Vec<Entry> = HOSTILE_NAMES
+        .iter()
+        .map(|(name, _)| Entry::file(name, "x"))
+        .collect();
+    write_tar(&tar, &entries, false);
+    s.import(&tar, None, "names");
+
+    let text = s.ok(&["changes", "names"]);
+    assert_no_control_bytes("strata changes", &text);
+    let text = String::from_utf8(text).expect("changes output is UTF-8");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.len(),
+        HOSTILE_NAMES.len(),
+        "one line a change: {lines:?}"
+    );
+    for (_, want) in HOSTILE_NAMES {
+        assert!(lines.contains(want), "{want:?} in {lines:?}");
+    }
+
+    let json = s.ok(&["--json", "changes", "names"]);
+    let changes: Vec<serde_json::Value> = serde_json::from_slice(&json).expect("valid JSON");
+    assert_eq!(changes.len(), HOSTILE_NAMES.len());
+    for (name, want) in HOSTILE_NAMES {
+        let mut full = b"/".to_vec();
+        full.extend_from_slice(name);
+        let found = changes.iter().find(|c| {
+            let bytes: Vec<u8> = match c.get("path_bytes") {
+                Some(b) => b
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| u8::try_from(n.as_u64().unwrap()).unwrap())
+                    .collect(),
+                None => c["path"].as_str().unwrap().as_bytes().to_vec(),
+            };
+            bytes == full
+        });
+        let found = found.unwrap_or_else(|| panic!("{want:?} not round-tripped in {changes:?}"));
+        assert_eq!(found["kind"], "add");
+        match std::str::from_utf8(&full) {
+            // UTF-8 paths are plain JSON strings, with no second field.
+            Ok(utf8) => {
+                assert_eq!(found["path"], utf8);
+                assert!(found.get("path_bytes").is_none(), "{found}");
+            }
+            // Others: the escaped text form, and the bytes.
+            Err(_) => assert_eq!(found["path"], &want[2..]),
+        }
+    }
+}
+
+#[test]
+fn error_lines_escape_control_characters() {
+    let Some(s) = Strata::new("copy") else { return };
+    let out = s.run(&["import", "/no/such/\x1b[2J\rspoof.tar"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert_no_control_bytes("the error line", &out.stderr);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err:?}");
+    assert!(err.contains("/no/such/\\x1b[2J\\rspoof.tar"), "{err:?}");
+}
+
+/// Runs `args` with standard output a pipe whose reader is already gone (`strata ls | head`
+/// after head exited); returns the status and stderr.
+fn run_into_closed_pipe(s: &Strata, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let (reader, writer) = rustix::pipe::pipe().unwrap();
+    drop(reader);
+    let out = s
+        .cmd(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let Some(s) = Strata::new("copy") else { return };
+    two_layers(&s);
+    for args in [
+        &["--json", "ls"][..],
+        &["ls"],
+        &["--json", "info"],
+        &["info"],
+        &["--json", "drivers"],
+        &["drivers"],
+        &["--json", "changes", "child"],
+        &["changes", "child"],
+        &["--json", "metadata", "child"],
+        &["export", "child"],
+    ] {
+        let (status, stderr) = run_into_closed_pipe(&s, args);
+        assert_eq!(
+            (status.code(), stderr.as_str()),
+            (Some(0), ""),
+            "strata {args:?}"
+        );
+    }
+}
+
+#[test]
+fn ids_take_unique_prefixes_and_rm_takes_several() {
+    let Some(s) = Strata::new("copy") else { return };
+    let tar = s.path("one.tar");
+    write_tar(&tar, &[Entry::file("one", "1")], false);
+    s.import(&tar, None, "abc111");
+    // --parent takes a prefix too.
+    s.ok(&["create", "--rw", "--id", "abc222", "--parent", "abc1"]);
+    s.ok(&["create", "--id", "ab"]);
+    s.ok(&["create", "--id", "abd"]);
+    let child = s.ls().into_iter().find(|l| l["id"] == "abc222").unwrap();
+    assert_eq!(child["parent"], "abc111");
+
+    assert_eq!(s.ok_text(&["changes", "abc1"]), "A /one");
+    assert_eq!(s.ok_text(&["changes", "abc2", "--parent", "abc1"]), "");
+    // A full id wins over being a prefix of others.
+    s.ok(&["mount", "ab"]);
+    s.ok(&["umount", "ab"]);
+    let path = PathBuf::from(s.ok_text(&["mount", "abc2"]));
+    assert_eq!(fs::read(path.join("one")).unwrap(), b"1");
+    s.ok(&["umount", "abc2"]);
+    s.ok(&["metadata", "abd"]);
+    let exported = s.ok(&["export", "abc1"]);
+    assert!(!exported.is_empty());
+
+    let err = s.fail(&["mount", "abc"]);
+    assert!(
+        err.contains("ambiguous") && err.contains("2 layers"),
+        "{err}"
+    );
+    let err = s.fail(&["metadata", "abx"]);
+    assert!(err.contains("not found"), "{err}");
+
+    // Several ids, removed in order; each failure reported, the others still removed.
+    let out = s.run(&["rm", "abc", "abc2", "nope", "abc1"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines.iter().all(|l| l.starts_with("strata: error: ")),
+        "{err}"
+    );
+    assert!(lines[0].contains("ambiguous"), "{err}");
+    assert!(lines[1].contains("nope"), "{err}");
+    let mut left: Vec<String> = s
+        .ls()
+        .iter()
+        .map(|l| l["id"].as_str().unwrap().to_string())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["ab", "abd"]);
+    s.ok(&["rm", "ab", "abd"]);
+    assert!(s.ls().is_empty());
+}
+
+#[test]
+fn import_refuses_an_image_archive() {
+    let Some(s) = Strata::new("copy") else { return };
+    let hex = "a1".repeat(32);
+    let manifest =
+        format!(r#"[{{"Config":"{hex}.json","RepoTags":["x:1"],"Layers":["{hex}/layer.tar"]}}]"#);
+    let blob = format!("blobs/sha256/{hex}");
+    let legacy = [
+        format!("{hex}/"),
+        format!("{hex}/VERSION"),
+        format!("{hex}/json"),
+    ];
+    let images: Vec<(&str, Vec<Entry>)> = vec![
+        // docker save, with manifest.json first.
+        (
+            "docker-archive",
+            vec![
+                Entry::file("manifest.json", &manifest),
+                Entry::file(format!("{hex}.json"), "{}"),
+                Entry::dir(format!("{hex}/")),
+                Entry::file(format!("{hex}/layer.tar"), vec![0u8; 1024]),
+            ],
+        ),
+        // Older docker save: the layer directories first, manifest.json last.
+        (
+            "docker-archive",
+            vec![
+                Entry::dir(&legacy[0]),
+                Entry::file(&legacy[1], "1.0"),
+                Entry::file(&legacy[2], "{}"),
+                Entry::file(format!("{hex}/layer.tar"), vec![0u8; 1024]),
+                Entry::file("manifest.json", &manifest),
+            ],
+        ),
+        // An OCI image layout, oci-layout first.
+        (
+            "OCI image layout",
+            vec![
+                Entry::file("oci-layout", r#"{"imageLayoutVersion":"1.0.0"}"#),
+                Entry::file("index.json", r#"{"schemaVersion":2,"manifests":[]}"#),
+                Entry::dir("blobs/"),
+                Entry::dir("blobs/sha256/"),
+                Entry::file(&blob, "{}"),
+            ],
+        ),
+        // Docker 25's save (an OCI layout): blobs first, in name order.
+        (
+            "OCI image layout",
+            vec![
+                Entry::dir("blobs/"),
+                Entry::dir("blobs/sha256/"),
+                Entry::file(&blob, "{}"),
+                Entry::file("index.json", r#"{"schemaVersion":2,"manifests":[]}"#),
+                Entry::file("manifest.json", &manifest),
+                Entry::file("oci-layout", r#"{"imageLayoutVersion":"1.0.0"}"#),
+            ],
+        ),
+    ];
+    for (i, (what, entries)) in images.iter().enumerate() {
+        let tar = s.path(&format!("image{i}.tar.gz"));
+        write_tar(&tar, entries, true);
+        let err = s.fail(&["import", "--id", "img", tar.to_str().unwrap()]);
+        assert!(
+            err.contains(what)
+                && err.contains("not a layer")
+                && err.contains("strata image import"),
+            "image {i}: {err}"
+        );
+        assert!(s.ls().is_empty(), "image {i} left a layer");
+        assert!(!s.path("root/dir/diff/img").exists(), "image {i}");
+    }
+    // A layer that merely holds a file named manifest.json is a layer.
+    let tar = s.path("layer.tar");
+    write_tar(
+        &tar,
+        &[
+            Entry::file("manifest.json", r#"{"name":"app"}"#),
+            Entry::file("oci-layout.txt", "not a marker"),
+        ],
+        false,
+    );
+    s.import(&tar, None, "app");
+}

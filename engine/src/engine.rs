@@ -232,6 +232,39 @@ impl Engine {
         .await
     }
 
+    /// The layer `text` names, as every command taking a layer id reads it: the layer with
+    /// that id, or else the only layer whose id starts with `text` (`strata ls` shows ids cut
+    /// to 12 characters, as docker does, and docker takes such prefixes). A full id always
+    /// wins over being a prefix of longer ids. No match is `NotFound`; a prefix of several
+    /// ids is `InvalidInput` ("ambiguous"), naming how many; text that cannot be an id is
+    /// `InvalidInput` (so the empty string is never a prefix of everything).
+    pub async fn resolve(&self, text: &str) -> Result<LayerId> {
+        let wanted = LayerId::new(text)?;
+        let store = self.inner.store.clone();
+        run_blocking(move || {
+            let _layers = store.lock().shared()?;
+            if store.exists(&wanted)? {
+                return Ok(wanted);
+            }
+            let mut found = store
+                .ids()?
+                .into_iter()
+                .filter(|id| id.as_str().starts_with(wanted.as_str()));
+            match (found.next(), found.count()) {
+                (None, _) => Err(not_found(&wanted)),
+                (Some(id), 0) => Ok(id),
+                (Some(_), more) => Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "layer id prefix {wanted} is ambiguous: it matches {} layers",
+                        more + 1
+                    ),
+                )),
+            }
+        })
+        .await
+    }
+
     /// The driver, paths, status pairs and layer count.
     pub async fn info(&self) -> Result<Info> {
         let layers = self.list().await?.len();

@@ -609,3 +609,37 @@ async fn a_failed_mount_leaves_no_intent() {
     guard.unmount().await.unwrap();
     assert!(store.load().unwrap().ids().is_empty());
 }
+
+#[tokio::test]
+async fn resolve_takes_full_ids_and_unique_prefixes() {
+    let f = Fixture::new();
+    let e = f.open().await;
+    for layer in ["abc111", "abc222", "ab", "abd"] {
+        e.create(create(layer, None, false)).await.unwrap();
+    }
+    // A full id wins, even when it is also a prefix of other ids.
+    assert_eq!(e.resolve("ab").await.unwrap(), id("ab"));
+    assert_eq!(e.resolve("abd").await.unwrap(), id("abd"));
+    assert_eq!(e.resolve("abc1").await.unwrap(), id("abc111"));
+    assert_eq!(e.resolve("abc222").await.unwrap(), id("abc222"));
+
+    let err = e.resolve("abc").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let text = err.to_string();
+    assert!(
+        text.contains("ambiguous") && text.contains("2 layers"),
+        "{text}"
+    );
+    let err = e.resolve("abx").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(err.to_string().contains("abx"), "{err}");
+    // Not an id at all: never a prefix of everything.
+    assert_eq!(
+        e.resolve("").await.unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        e.resolve("../a").await.unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+}

@@ -94,6 +94,10 @@ fn produce(
 ) -> Result<(String, u64)> {
     let (compression, mut plain) = strata_archive::decompress(source).map_err(read_error)?;
     tracing::debug!(?compression, "reading the layer stream");
+    // An image archive is refused before the driver sees any of it.
+    let mut head = Vec::new();
+    crate::sniff::refuse_images(&mut plain, &mut head).map_err(read_error)??;
+    let mut plain = io::Cursor::new(head).chain(plain);
     let mut hasher = Sha256::new();
     let mut total = 0u64;
     let mut buf = vec![0u8; BUF];

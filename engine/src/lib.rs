@@ -45,6 +45,7 @@ pub mod plugin;
 pub mod registry;
 pub mod select;
 pub mod size;
+mod sniff;
 pub mod store;
 mod timefmt;
 mod trial;

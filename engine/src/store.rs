@@ -97,6 +97,39 @@ impl LayerStore {
         Ok(out)
     }
 
+    /// The ids of every record, from the records' file names alone (a damaged record is
+    /// listed too; reading it is the caller's business).
+    pub fn ids(&self) -> Result<Vec<LayerId>> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == IoKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::os("readdir", &self.dir, e)),
+        };
+        let mut ids = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::os("readdir", &self.dir, e))?;
+            let name = entry.file_name();
+            let Some(stem) = name.to_str().and_then(record_stem) else {
+                continue;
+            };
+            if let Ok(id) = LayerId::new(stem) {
+                ids.push(id);
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Whether there is a record of `id` (its file exists; it is not read).
+    pub fn exists(&self, id: &LayerId) -> Result<bool> {
+        let path = self.path_of(id);
+        match fs::symlink_metadata(&path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == IoKind::NotFound => Ok(false),
+            Err(e) => Err(Error::os("stat", &path, e)),
+        }
+    }
+
     /// The record of `id`, if there is one.
     pub fn load(&self, id: &LayerId) -> Result<Option<LayerRecord>> {
         let path = self.path_of(id);
