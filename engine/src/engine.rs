@@ -298,6 +298,7 @@ impl Engine {
                 return Ok(None);
             };
             let swept = store.remove_temp_files()?;
+            store.quarantine_damaged()?;
             let records = store.load_all()?;
             Ok(Some((guard, records, swept)))
         })
@@ -313,6 +314,13 @@ impl Engine {
                     "layer records checked"
                 );
                 for record in incomplete {
+                    let kids = store::children(&records, &record.id);
+                    if !kids.is_empty() {
+                        // A layer is made on a complete parent only: a flag that says otherwise
+                        // is damage, and the children need the data.
+                        tracing::warn!(layer = %record.id, children = kids.len(), "a layer marked incomplete has children: kept");
+                        continue;
+                    }
                     tracing::debug!(layer = %record.id, "removing an incomplete layer");
                     if let Err(e) = self.discard(&record.id).await {
                         tracing::warn!(layer = %record.id, error = %e, "could not remove an incomplete layer; will retry at the next open");

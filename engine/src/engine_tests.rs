@@ -643,3 +643,102 @@ async fn resolve_takes_full_ids_and_unique_prefixes() {
         ErrorKind::InvalidInput
     );
 }
+
+/// Issue 12, item 12: one damaged file does not brick the store. A record that does not parse
+/// (here: empty, and garbage) or names its own layer as its parent is left out with a warning
+/// and moved to `quarantine/` by the next start; every other layer still works.
+#[tokio::test]
+async fn damaged_records_are_quarantined_and_the_rest_works() {
+    let f = Fixture::new();
+    let e = f.open().await;
+    for l in ["good", "empty", "garbage", "selfish"] {
+        e.create(create(l, None, false)).await.unwrap();
+    }
+    let dir = f.store().dir().to_path_buf();
+    std::fs::write(dir.join("empty.json"), b"").unwrap();
+    std::fs::write(dir.join("garbage.json"), b"{not json").unwrap();
+    let mut selfish = f.store().load(&id("selfish")).unwrap().unwrap();
+    selfish.parent = Some(id("selfish"));
+    std::fs::write(
+        dir.join("selfish.json"),
+        serde_json::to_vec(&selfish).unwrap(),
+    )
+    .unwrap();
+    // Even before a restart: listing works and shows the good layer.
+    let ids: Vec<LayerId> = e
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.record.id)
+        .collect();
+    assert_eq!(ids, [id("good")]);
+    drop(e);
+    let e = f.open().await;
+    let mut aside: Vec<String> = std::fs::read_dir(dir.join("quarantine"))
+        .unwrap()
+        .map(|d| d.unwrap().file_name().into_string().unwrap())
+        .collect();
+    aside.sort();
+    assert_eq!(aside, ["empty.json", "garbage.json", "selfish.json"]);
+    e.remove(&id("good"), false).await.unwrap();
+    assert!(e.list().await.unwrap().is_empty());
+}
+
+/// Issue 12, item 12: a damaged mount table is moved aside (counts start over), and a path in
+/// it outside the driver's home is never handed out (`mount` once printed /etc).
+#[tokio::test]
+async fn the_mount_table_is_checked_not_trusted() {
+    let f = Fixture::new();
+    let e = f.open().await;
+    e.create(create("l", None, true)).await.unwrap();
+    let run = testing::config(f.tmp.path(), "fake").run_dir("fake");
+    std::fs::write(run.join("mounts.json"), b"\x00garbage").unwrap();
+    assert_eq!(e.list().await.unwrap()[0].mounts, 0);
+    assert!(run.join("mounts.json.damaged").exists());
+    let guard = e.mount(&id("l")).await.unwrap();
+    let home = f.home();
+    assert!(guard.path().starts_with(&home));
+    guard.unmount().await.unwrap();
+    // A table that names /etc as the view: ignored, the view mounted afresh in the home.
+    let store = MountStore::new(run.clone());
+    let forged = serde_json::json!({"l": {"path": "/etc", "count": 3}});
+    std::fs::write(run.join("mounts.json"), forged.to_string()).unwrap();
+    e.driver()
+        .get(&id("l"), &strata_driver_api::MountOpts::default())
+        .await
+        .unwrap();
+    let guard = e.mount(&id("l")).await.unwrap();
+    assert!(
+        guard.path().starts_with(&home),
+        "{}",
+        guard.path().display()
+    );
+    assert_eq!(store.load().unwrap().count(&id("l")), 1);
+    guard.unmount().await.unwrap();
+}
+
+/// Issue 12, item 12: a parent marked incomplete (damage: layers are made on complete parents
+/// only) is not removed by recovery while a child needs its data.
+#[tokio::test]
+async fn recovery_keeps_an_incomplete_parent_with_children() {
+    let f = Fixture::new();
+    let e = f.open().await;
+    e.create(create("p", None, false)).await.unwrap();
+    e.create(create("c", Some("p"), false)).await.unwrap();
+    drop(e);
+    let store = f.store();
+    let mut p = store.load(&id("p")).unwrap().unwrap();
+    p.incomplete = true;
+    store.save(&p).unwrap();
+    let e = f.open().await;
+    let ids: Vec<LayerId> = e
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.record.id)
+        .collect();
+    assert_eq!(ids, [id("c"), id("p")]);
+    assert!(e.driver().exists(&id("p")).await.unwrap());
+}

@@ -94,7 +94,16 @@ impl Engine {
         let _m = self.mounts_lock().await?;
         let mut table = self.load_mounts().await?;
         let driver = &self.inner.driver;
-        let recorded = table.count(id);
+        let mut recorded = table.count(id);
+        if let Some(entry) = table.get(id) {
+            // A path from the runroot is trusted only inside the driver's home: the table is a
+            // file anyone with access to the runroot could have edited.
+            if recorded > 0 && !entry.path.starts_with(&self.inner.home) {
+                tracing::warn!(path = %entry.path.display(), "the mount table names a view outside the driver's home: ignored");
+                table.forget(id);
+                recorded = 0;
+            }
+        }
         let still_mounted =
             recorded > 0 && self.call("is_mounted", id, driver.is_mounted(id)).await?;
         if recorded > 0 && !still_mounted {

@@ -160,9 +160,22 @@ impl MountStore {
     pub fn load(&self) -> Result<MountTable> {
         let path = self.dir.join(FILE);
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                Error::with_source(ErrorKind::Corrupt, format!("{}", path.display()), e)
-            }),
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(table) => Ok(table),
+                Err(e) => {
+                    // One damaged file must not stop every command: it is moved aside and the
+                    // counts start over (recovery and the driver's adoption of live views
+                    // rebuild what matters).
+                    let aside = self.dir.join(format!("{FILE}.damaged"));
+                    match fs::rename(&path, &aside) {
+                        Ok(()) => {}
+                        Err(r) if r.kind() == IoKind::NotFound => {}
+                        Err(r) => return Err(Error::os("rename", &path, r)),
+                    }
+                    tracing::warn!(table = %path.display(), moved_to = %aside.display(), error = %e, "a damaged mount table was moved aside; counts start over");
+                    Ok(MountTable::default())
+                }
+            },
             Err(e) if e.kind() == IoKind::NotFound => Ok(MountTable::default()),
             Err(e) => Err(Error::os("read", &path, e)),
         }
@@ -255,7 +268,13 @@ mod tests {
             serde_json::from_slice(&fs::read(tmp.path().join(FILE)).unwrap()).unwrap();
         assert_eq!(json["a"]["count"], 1);
         assert_eq!(json["b"]["path"], "/m/b");
+        // A damaged table is moved aside and the counts start over.
         fs::write(tmp.path().join(FILE), b"[").unwrap();
-        assert_eq!(store.load().unwrap_err().kind(), ErrorKind::Corrupt);
+        assert_eq!(store.load().unwrap(), MountTable::default());
+        assert_eq!(
+            fs::read(tmp.path().join(format!("{FILE}.damaged"))).unwrap(),
+            b"["
+        );
+        assert!(!tmp.path().join(FILE).exists());
     }
 }

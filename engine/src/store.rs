@@ -76,9 +76,66 @@ impl LayerStore {
         self.dir.join(format!("{id}{RECORD_EXT}"))
     }
 
-    /// Every record, by id. A record that cannot be read or parsed is `Corrupt`.
+    /// Every record, by id. A damaged record (one that does not parse, or holds another id) is
+    /// left out with a warning naming it, so that one damaged file does not stop every command;
+    /// [`quarantine_damaged`](LayerStore::quarantine_damaged) moves it aside.
     pub fn load_all(&self) -> Result<BTreeMap<LayerId, LayerRecord>> {
+        Ok(self.load_all_checked()?.0)
+    }
+
+    /// Every record, and the paths of the damaged ones (see [`load_all`](LayerStore::load_all)).
+    fn load_all_checked(&self) -> Result<(BTreeMap<LayerId, LayerRecord>, Vec<PathBuf>)> {
+        let mut damaged = Vec::new();
         let mut out = BTreeMap::new();
+        for (path, stem) in self.record_files()? {
+            match self.read(&path, &stem) {
+                Ok(record) => {
+                    out.insert(record.id.clone(), record);
+                }
+                Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    tracing::warn!(record = %path.display(), error = %format_args!("{e:#}"), "a damaged layer record is left out");
+                    damaged.push(path);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((out, damaged))
+    }
+
+    /// Moves damaged records to `<dir>/quarantine/` (for a person to look at; their layers'
+    /// driver data stays where it is) and returns where each went. Run under the lock held
+    /// exclusively.
+    pub fn quarantine_damaged(&self) -> Result<Vec<PathBuf>> {
+        let (_, damaged) = self.load_all_checked()?;
+        let mut moved = Vec::new();
+        if damaged.is_empty() {
+            return Ok(moved);
+        }
+        let dir = self.dir.join("quarantine");
+        create_private_dir(&dir)?;
+        for path in damaged {
+            let name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let mut to = dir.join(&name);
+            let mut n = 1;
+            while to.exists() {
+                to = dir.join(format!("{name}.{n}"));
+                n += 1;
+            }
+            fs::rename(&path, &to).map_err(|e| Error::os("rename", &path, e))?;
+            tracing::warn!(record = %path.display(), to = %to.display(), "a damaged layer record was moved aside");
+            moved.push(to);
+        }
+        atomic::sync_dir(&self.dir)?;
+        Ok(moved)
+    }
+
+    /// The record files: path and id-stem.
+    fn record_files(&self) -> Result<Vec<(PathBuf, String)>> {
+        let mut out = Vec::new();
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == IoKind::NotFound => return Ok(out),
@@ -91,8 +148,7 @@ impl LayerStore {
             let Some(stem) = record_stem(name) else {
                 continue;
             };
-            let record = self.read(&entry.path(), stem)?;
-            out.insert(record.id.clone(), record);
+            out.push((entry.path(), stem.to_string()));
         }
         Ok(out)
     }
@@ -149,6 +205,15 @@ impl LayerStore {
                 e,
             )
         })?;
+        if record.parent.as_ref() == Some(&record.id) {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "layer record {} names its own layer as its parent",
+                    path.display()
+                ),
+            ));
+        }
         if record.id.as_str() != stem {
             return Err(Error::new(
                 ErrorKind::Corrupt,
@@ -296,14 +361,23 @@ mod tests {
         assert!(!tmp.path().join(".tmp-abc123").exists());
         assert!(tmp.path().join("a.json").exists());
 
+        // A damaged record is Corrupt when asked for, and left out of the whole set (one
+        // damaged file must not stop every command) until quarantined.
+        let b = LayerId::new("b").unwrap();
         fs::write(tmp.path().join("b.json"), b"{not json").unwrap();
-        assert_eq!(store.load_all().unwrap_err().kind(), ErrorKind::Corrupt);
+        assert_eq!(store.load(&b).unwrap_err().kind(), ErrorKind::Corrupt);
+        assert_eq!(store.load_all().unwrap().len(), 1);
         fs::write(
             tmp.path().join("b.json"),
             serde_json::to_vec(&record("c", None)).unwrap(),
         )
         .unwrap();
-        assert_eq!(store.load_all().unwrap_err().kind(), ErrorKind::Corrupt);
+        assert_eq!(store.load(&b).unwrap_err().kind(), ErrorKind::Corrupt);
+        assert_eq!(store.load_all().unwrap().len(), 1);
+        let moved = store.quarantine_damaged().unwrap();
+        assert_eq!(moved, [tmp.path().join("quarantine/b.json")]);
+        assert!(!tmp.path().join("b.json").exists());
+        assert_eq!(store.load_all().unwrap().len(), 1);
     }
 
     #[test]
