@@ -109,4 +109,31 @@ mod tests {
         r.read_to_string(&mut s).unwrap();
         assert_eq!(s, "plain");
     }
+
+    /// Issue 12, item 7: a zstd frame that asks for a window larger than 128 MiB (here 2 GiB,
+    /// which the decoder would allocate) is refused, not decoded.
+    #[test]
+    fn refuses_a_huge_zstd_window() {
+        let mut enc = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+        enc.set_parameter(zstd::stream::raw::CParameter::WindowLog(31))
+            .unwrap();
+        enc.set_parameter(zstd::stream::raw::CParameter::EnableLongDistanceMatching(
+            true,
+        ))
+        .unwrap();
+        enc.write_all(&vec![7u8; 1 << 20]).unwrap();
+        let z = enc.finish().unwrap();
+        let (kind, mut r) = decompress(io::Cursor::new(z)).unwrap();
+        assert_eq!(kind, Compression::Zstd);
+        let err = r.read_to_end(&mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("memory"), "{err}");
+        // The same frame with a 128 MiB window decodes.
+        let mut enc = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+        enc.set_parameter(zstd::stream::raw::CParameter::WindowLog(27))
+            .unwrap();
+        enc.write_all(&vec![7u8; 1 << 20]).unwrap();
+        let z = enc.finish().unwrap();
+        let (_, mut r) = decompress(io::Cursor::new(z)).unwrap();
+        assert_eq!(r.read_to_end(&mut Vec::new()).unwrap(), 1 << 20);
+    }
 }

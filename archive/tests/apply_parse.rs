@@ -146,6 +146,37 @@ fn pax_size_matches_tar_crate() {
     assert_eq!(names, [("f".to_string(), 5), ("next".to_string(), 4)]);
 }
 
+/// Issue 12, item 7: what follows the end-of-archive marker is bounded (1 MiB): a stream of
+/// zeros behind a tar (`import /dev/zero`) is refused, not read forever.
+#[test]
+fn more_than_a_mebibyte_after_the_end_is_refused() {
+    let env = Env::new();
+    let mut tar = make_tar(&[Entry::file("a", "a")]);
+    tar.resize(tar.len() + (1 << 20), 0);
+    apply_tar(
+        &env.root,
+        &mut std::io::Cursor::new(&tar),
+        &ApplyOptions::new(REMOVE),
+    )
+    .unwrap();
+    tar.resize(tar.len() + 512, 0);
+    let err = apply_tar(
+        &env.root,
+        &mut std::io::Cursor::new(&tar),
+        &ApplyOptions::new(REMOVE),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArchive, "{err:#}");
+    let zeros = std::io::repeat(0);
+    let err = apply_tar(
+        &env.root,
+        &mut zeros.take(u64::MAX),
+        &ApplyOptions::new(REMOVE),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArchive, "{err:#}");
+}
+
 /// Case 42: entries after the end-of-archive marker are never extracted, but the stream is
 /// read to its end.
 #[test]

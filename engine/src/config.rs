@@ -36,8 +36,35 @@ pub struct Config {
     pub drivers: DriversConfig,
     /// Third-party drivers to load.
     pub plugins: Vec<PluginConfig>,
+    /// `[limits]`: bounds on what an import reads.
+    pub limits: Limits,
     /// The file this was read from; `None` for the built-in defaults.
     pub file: Option<PathBuf>,
+}
+
+/// `[limits]`: bounds on a layer stream, so that hostile or broken input cannot make an import
+/// read (and hash) forever: `strata import /dev/zero`, or gigabytes of zeros after the tar's
+/// end in a small compressed file. Past a bound the import fails with `InvalidArchive` naming
+/// it, and leaves nothing behind.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// The largest uncompressed layer tar (`"128G"` by default).
+    #[serde(deserialize_with = "strata_driver_util::size::deserialize")]
+    pub max_layer_size: u64,
+    /// How much may follow the tar's end-of-archive blocks, counted from when the driver stops
+    /// reading (`"1M"` by default: tools pad to 10 KiB records, rarely more).
+    #[serde(deserialize_with = "strata_driver_util::size::deserialize")]
+    pub max_trailing: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_layer_size: 128 << 30,
+            max_trailing: 1 << 20,
+        }
+    }
 }
 
 /// The `[drivers.*]` tables.
@@ -89,6 +116,8 @@ struct FileConfig {
     drivers: DriversConfig,
     #[serde(default)]
     plugins: Vec<PluginConfig>,
+    #[serde(default)]
+    limits: Limits,
 }
 
 /// What the command line overrides.
@@ -232,6 +261,7 @@ impl Config {
             driver: AUTO.to_string(),
             drivers: DriversConfig::default(),
             plugins: Vec::new(),
+            limits: Limits::default(),
             file: None,
         })
     }
@@ -250,6 +280,7 @@ impl Config {
             driver: parsed.driver.unwrap_or_else(|| AUTO.to_string()),
             drivers: parsed.drivers,
             plugins: parsed.plugins,
+            limits: parsed.limits,
             file: Some(file.to_path_buf()),
         };
         config.validate().map_err(|e| e.context(file.display()))?;

@@ -154,7 +154,8 @@ async fn digest_covers_bytes_the_driver_never_read() {
     let f = Fixture::new();
     let e = f.open().await;
     f.knobs.read_only_first.store(1000, Ordering::SeqCst);
-    let data = vec![7u8; 5_000_000];
+    // Within limits.max_trailing (1 MiB by default) of what follows the driver's last read.
+    let data = vec![7u8; 900_000];
     let rec = e
         .import(std::io::Cursor::new(data.clone()), import_req("a", None))
         .await
@@ -741,4 +742,38 @@ async fn recovery_keeps_an_incomplete_parent_with_children() {
         .collect();
     assert_eq!(ids, [id("c"), id("p")]);
     assert!(e.driver().exists(&id("p")).await.unwrap());
+}
+
+/// Issue 12, item 7: input is bounded. Megabytes after the point where the driver stopped
+/// reading (the tar's end), or a layer past `max_layer_size`, fail the import with
+/// `InvalidArchive` naming the limit, and leave nothing behind (`import /dev/zero` ended
+/// never; 20 GiB of zeros behind a 657 KB zstd file were read and hashed).
+#[tokio::test]
+async fn imports_are_bounded_by_the_limits() {
+    let f = Fixture::new();
+    let mut config = testing::config(f.tmp.path(), "fake");
+    config.limits.max_layer_size = 4 << 20;
+    let e = Engine::open_with(config, testing::registry("fake", &f.knobs))
+        .await
+        .unwrap();
+    f.knobs.read_only_first.store(1000, Ordering::SeqCst);
+    let err = e
+        .import(
+            tokio::io::repeat(0).take(64 << 20),
+            import_req("trailing", None),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArchive, "{err:#}");
+    assert!(err.to_string().contains("max_trailing"), "{err:#}");
+    f.knobs.read_only_first.store(0, Ordering::SeqCst);
+    let err = e
+        .import(tokio::io::repeat(1).take(8 << 20), import_req("big", None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArchive, "{err:#}");
+    assert!(err.to_string().contains("max_layer_size"), "{err:#}");
+    assert!(e.list().await.unwrap().is_empty());
+    assert!(!f.home().join("layers/trailing").exists());
+    assert!(!f.home().join("layers/big").exists());
 }

@@ -7,7 +7,8 @@
 //!
 //! A tar's end-of-archive blocks may be followed by padding the driver never reads; the digest
 //! covers the whole stream, so once the driver is done the producer keeps reading to the end,
-//! hashing without writing. If the driver fails, the producer is told to stop.
+//! hashing without writing. If the driver fails, the producer is told to stop. The config's
+//! [`Limits`] bound both: the whole stream, and what follows once the driver stopped reading.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -16,6 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use sha2::{Digest, Sha256};
 use strata_driver_api::stream;
 use strata_driver_api::{Driver, Error, ErrorKind, LayerId, Result};
+
+use crate::config::Limits;
 use tokio::io::AsyncRead;
 use tokio::sync::oneshot;
 use tokio_util::io::SyncIoBridge;
@@ -39,6 +42,7 @@ pub(crate) async fn fill<R>(
     id: &LayerId,
     parent: Option<&LayerId>,
     reader: R,
+    limits: &Limits,
 ) -> Result<Filled>
 where
     R: AsyncRead + Send + Unpin + 'static,
@@ -48,9 +52,10 @@ where
     let (tx, mut rx) = oneshot::channel::<Result<(String, u64)>>();
     let producer_abort = abort.clone();
     let span = tracing::Span::current();
+    let limits = limits.clone();
     let tar = stream::from_blocking(move |out| {
         let _entered = span.enter();
-        let outcome = produce(source, out, &producer_abort);
+        let outcome = produce(source, out, &producer_abort, &limits);
         // The reader gets a copy; the engine gets the original with its cause.
         let copy = outcome
             .as_ref()
@@ -91,6 +96,7 @@ fn produce(
     source: impl Read + Send + 'static,
     out: &mut dyn Write,
     abort: &AtomicBool,
+    limits: &Limits,
 ) -> Result<(String, u64)> {
     let (compression, mut plain) = strata_archive::decompress(source).map_err(read_error)?;
     tracing::debug!(?compression, "reading the layer stream");
@@ -102,6 +108,8 @@ fn produce(
     let mut total = 0u64;
     let mut buf = vec![0u8; BUF];
     let mut reader_gone = false;
+    // Bytes read since the driver stopped reading (its tar had ended).
+    let mut trailing = 0u64;
     loop {
         let n = match plain.read(&mut buf) {
             Ok(0) => break,
@@ -111,7 +119,27 @@ fn produce(
         };
         hasher.update(&buf[..n]);
         total += n as u64;
-        if !reader_gone {
+        if total > limits.max_layer_size {
+            return Err(Error::new(
+                ErrorKind::InvalidArchive,
+                format!(
+                    "the layer is larger than limits.max_layer_size ({} bytes)",
+                    limits.max_layer_size
+                ),
+            ));
+        }
+        if reader_gone {
+            trailing += n as u64;
+            if trailing > limits.max_trailing {
+                return Err(Error::new(
+                    ErrorKind::InvalidArchive,
+                    format!(
+                        "more than limits.max_trailing ({} bytes) follows the tar's end",
+                        limits.max_trailing
+                    ),
+                ));
+            }
+        } else {
             match out.write_all(&buf[..n]) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::BrokenPipe => reader_gone = true,

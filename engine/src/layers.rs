@@ -438,7 +438,13 @@ impl Engine {
         self.call(
             "apply_diff",
             id,
-            fill(&self.inner.driver, id, parent, reader),
+            fill(
+                &self.inner.driver,
+                id,
+                parent,
+                reader,
+                &self.inner.config.limits,
+            ),
         )
         .await
     }

@@ -50,7 +50,7 @@ pub mod store;
 mod timefmt;
 mod trial;
 
-pub use config::{Config, Environment, Overrides};
+pub use config::{Config, Environment, Limits, Overrides};
 pub use engine::{Engine, Info, LayerInfo, StandaloneDriver};
 pub use layers::{CreateRequest, ImportRequest};
 pub use mount::MountGuard;

@@ -26,7 +26,9 @@
 //! - The archive ends at two zero blocks (or a clean end of stream on a block boundary); a zero
 //!   block followed by a header is rejected; nothing after the end marker is parsed, but the
 //!   rest of the stream is read and discarded by [`TarReader::drain`], so a hashing reader
-//!   underneath sees every byte.
+//!   underneath sees every byte: up to [`MAX_TRAILING`] (1 MiB) of it; more is an invalid
+//!   archive (tools pad to 10 KiB records; gigabytes of zeros behind a small compressed file
+//!   would otherwise be read to the end).
 
 use std::io::{self, BufRead, BufReader, Read};
 
@@ -35,6 +37,9 @@ use crate::{Error, ErrorKind, Result};
 
 /// The tar block size.
 const BLOCK: usize = 512;
+/// The most that may follow the end-of-archive marker.
+pub(super) const MAX_TRAILING: u64 = 1 << 20;
+
 /// The largest PAX extended header or GNU long name/link member accepted.
 pub(super) const MAX_META: u64 = 1 << 20;
 /// Buffer size for reading the stream.
@@ -367,12 +372,20 @@ impl<'r> TarReader<'r> {
         })
     }
 
-    /// Reads and discards the rest of the stream after the end of the archive.
+    /// Reads and discards the rest of the stream after the end of the archive: at most
+    /// [`MAX_TRAILING`] bytes, or the archive is invalid.
     pub(super) fn drain(&mut self) -> Result<()> {
+        let mut trailing = 0u64;
         loop {
             let n = self.inner.fill_buf().map_err(read_error)?.len();
             if n == 0 {
                 return Ok(());
+            }
+            trailing += n as u64;
+            if trailing > MAX_TRAILING {
+                return Err(bad(format!(
+                    "more than {MAX_TRAILING} bytes follow the end of the archive"
+                )));
             }
             self.inner.consume(n);
         }
