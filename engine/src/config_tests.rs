@@ -325,3 +325,15 @@ fn run_dirs_are_keyed_by_root() {
     b.root = "/srv/a/".into();
     assert_eq!(a.run_dir("dir"), b.run_dir("dir"));
 }
+
+#[test]
+fn limits_parse_with_sizes_and_default() {
+    let c = parse("[limits]\nmax_layer_size = \"2G\"\n").unwrap();
+    assert_eq!(c.limits.max_layer_size, 2 << 30);
+    assert_eq!(c.limits.max_trailing, Limits::default().max_trailing);
+    let c = parse("").unwrap();
+    assert_eq!(c.limits, Limits::default());
+    let err = parse("[limits]\nmax_entries = 5\n").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("max_entries"), "{err}");
+}
