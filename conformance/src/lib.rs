@@ -198,6 +198,7 @@ case_table! { $
     hardlinks_in_tar => whiteouts::hardlinks_in_tar, ANY;
     whiteout_dir_subtree => whiteouts::whiteout_dir_subtree, ANY;
     special_looking_names => whiteouts::special_looking_names, ANY;
+    hardlink_to_whiteout => whiteouts::hardlink_to_whiteout, ANY;
 
     metadata_roundtrip_apply => roundtrip::metadata_roundtrip_apply, ANY;
     metadata_roundtrip_write => roundtrip::metadata_roundtrip_write, ANY;

@@ -9,6 +9,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timestamps, Uid, XattrFlags};
 use rustix::io::Errno;
@@ -222,6 +223,13 @@ impl Applier<'_> {
             return Err(names::invalid(&entry.path, "is a hardlink to itself"));
         }
         let (tparent, tname) = names::split(&target);
+        if matches!(
+            whiteout::classify(std::ffi::OsStr::from_bytes(tname)),
+            whiteout::Name::Whiteout(_) | whiteout::Name::Opaque
+        ) {
+            // Only a kept whiteout (WhiteoutMode::Keep) could be there: never a layer's file.
+            return Err(names::invalid(&entry.path, "is a hardlink to a whiteout"));
+        }
         let missing = || names::invalid(&entry.path, "is a hardlink to a missing target");
         let tdir = match self.root.resolve_dir(tparent) {
             Ok(d) => d,
@@ -233,6 +241,12 @@ impl Applier<'_> {
             .ok_or_else(missing)?;
         if inroot::file_type(&tst) == FileType::Directory {
             return Err(names::invalid(&entry.path, "is a hardlink to a directory"));
+        }
+        // A 0/0 character device can only be a whiteout this archive wrote in overlay form
+        // (such device entries are refused): a link to it would whiteout a second name the
+        // archive never declared. In the other modes the whited-out target is simply missing.
+        if inroot::file_type(&tst) == FileType::CharacterDevice && tst.st_rdev == 0 {
+            return Err(names::invalid(&entry.path, "is a hardlink to a whiteout"));
         }
         let (parent, name) = names::split(path);
         let dir = parent_dir(&self.root, &mut self.track, parent)?;

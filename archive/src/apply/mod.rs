@@ -134,7 +134,9 @@ pub struct ApplyStats {
 /// - **Hardlinks**: the target (resolved in-root, its last component not followed, so a link
 ///   to a symlink links the symlink) must exist already, earlier in the archive or in the
 ///   tree; a link to a directory or to itself rejects the archive, and so does a link into
-///   AUFS's `.wh..wh.plnk` (Docker retargets those; its entries are skipped here).
+///   AUFS's `.wh..wh.plnk` (Docker retargets those; its entries are skipped here) and a link
+///   to a whiteout (`.wh.foo` then `bar -> foo`: the whiteout is no file of the layer, and
+///   linking it would hide a lower `bar` no entry declared; in every mode).
 /// - **Metadata**: set through the created file's descriptor or with `AT_SYMLINK_NOFOLLOW`;
 ///   owner before mode (chown clears setuid); mode `& 0o7777`; symlinks are never chmod-ed.
 ///   Directory modes and mtimes are set at the end, deepest first, so a mode-0000 directory

@@ -1,7 +1,7 @@
 //! The OCI whiteout rules (image-spec `layer.md`), through `apply_diff`: each case applies
 //! tars onto a stack and compares the merged view with a flat directory built by hand.
 
-use strata_driver_api::{CreateOpts, Driver, LayerId};
+use strata_driver_api::{CreateOpts, Driver, ErrorKind, LayerId};
 use tokio::io::AsyncReadExt;
 
 use crate::check::{Context, Failure, id};
@@ -379,4 +379,79 @@ pub async fn special_looking_names(h: &Harness) -> Result<(), Failure> {
     ])
     .await?;
     flat.ensure_view(&*d, &l, Compare::FLAT).await
+}
+
+/// A hardlink to a whiteout of the same tar (`.wh.foo` then `bar -> foo`, or `bar -> .wh.foo`)
+/// is an invalid archive: the whiteout is no file of the layer, and linking it must not hide
+/// the lower `bar`, which no entry declared. The lower layer stays as it was, the partial
+/// layer can be removed, and a clean layer applied next exports what was imported.
+pub async fn hardlink_to_whiteout(h: &Harness) -> Result<(), Failure> {
+    let d = h.driver();
+    let lower = id("lower");
+    apply_layer(
+        &*d,
+        &lower,
+        None,
+        &[
+            Entry::file("foo", "lower-foo"),
+            Entry::file("bar", "lower-bar"),
+        ],
+    )
+    .await?;
+    let tars: [(&str, Vec<Entry>); 3] = [
+        (
+            "link-to-whited-out",
+            vec![Entry::whiteout("foo"), Entry::hardlink("bar", "foo")],
+        ),
+        (
+            "link-to-missing-whiteout",
+            vec![
+                Entry::whiteout("nothere"),
+                Entry::hardlink("bar", "nothere"),
+            ],
+        ),
+        (
+            "link-to-whiteout-name",
+            vec![Entry::whiteout("foo"), Entry::hardlink("bar", ".wh.foo")],
+        ),
+    ];
+    for (name, entries) in tars {
+        let layer = id(name);
+        d.create(&layer, Some(&lower), &CreateOpts::default())
+            .await
+            .ctx(format!("create {name}"))?;
+        let res = d
+            .apply_diff(&layer, Some(&lower), stream(make_tar(&entries)))
+            .await;
+        crate::check::expect_kind(
+            res,
+            ErrorKind::InvalidArchive,
+            format!("{name}: apply_diff"),
+        )?;
+        d.remove(&layer, false)
+            .await
+            .ctx(format!("{name}: remove the rejected layer"))?;
+    }
+    let flat = Flat::new(h.scratch(), "lower")?;
+    flat.apply(&[
+        file("foo", "lower-foo", 0o644),
+        file("bar", "lower-bar", 0o644),
+    ])
+    .await?;
+    flat.ensure_view(&*d, &lower, Compare::FLAT)
+        .await
+        .ctx("the lower layer after the rejected tars")?;
+    // What a layer may do instead: whiteout foo, and make bar a file of its own.
+    let upper = id("upper");
+    let entries = [
+        Entry::whiteout("foo"),
+        Entry::file("bar", "upper-bar"),
+        Entry::hardlink("baz", "bar"),
+    ];
+    apply_layer(&*d, &upper, Some(&lower), &entries).await?;
+    let flat = Flat::new(h.scratch(), "upper")?;
+    flat.apply(&[file("bar", "upper-bar", 0o644), Op::Link("bar", "baz")])
+        .await?;
+    flat.ensure_view(&*d, &upper, Compare::FLAT).await?;
+    ensure_round_trip(&*d, &upper, &lower, &flat).await
 }
