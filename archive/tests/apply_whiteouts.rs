@@ -402,3 +402,59 @@ fn remove_mode_removes_lower_trees() {
         ])
     );
 }
+
+/// Issue 12, item 4: a whiteout or opaque marker that reaches, through a symlink of the same
+/// tar, what the same tar wrote under another name leaves it (Remove and Overlay modes); the
+/// lower content beside it is still hidden.
+#[test]
+fn whiteout_through_alias_keeps_same_layer() {
+    for mode in [REMOVE, OVERLAY] {
+        let env = Env::new();
+        lower(&env);
+        let tar = make_tar(&[
+            Entry::dir("a"),
+            Entry::symlink("s", "a"),
+            Entry::file("s/old", "new"),
+            Entry::whiteout("a/old"),
+            Entry::symlink("t", "a"),
+            Entry::dir("t/b"),
+            Entry::file("t/b/newb", "newb"),
+            Entry::opaque("a"),
+            Entry::opaque("a/b"),
+        ]);
+        env.apply(&tar, mode).unwrap();
+        assert_eq!(
+            std::fs::read(env.path("a/old")).unwrap(),
+            b"new",
+            "{mode:?}"
+        );
+        assert_eq!(
+            std::fs::read(env.path("a/b/newb")).unwrap(),
+            b"newb",
+            "{mode:?}"
+        );
+        assert!(!is_whiteout_dev(&env.path("a/old")), "{mode:?}");
+        if mode == REMOVE {
+            assert!(!env.path("a/b/oldb").exists(), "{mode:?}");
+        }
+    }
+}
+
+/// Issue 12, item 1: `.wh.foo` then a link `bar -> foo` (or `bar -> .wh.foo`) is invalid.
+#[test]
+fn hardlink_to_whiteout_is_rejected() {
+    for mode in MODES {
+        // In Keep mode the root holds only this layer (a diff directory), so no `keep` there.
+        let targets: &[&str] = if mode == KEEP {
+            &[".wh.keep"]
+        } else {
+            &["keep", ".wh.keep"]
+        };
+        for &target in targets {
+            let env = Env::new();
+            lower(&env);
+            let tar = make_tar(&[Entry::whiteout("keep"), Entry::hardlink("bar", target)]);
+            env.reject(&tar, mode);
+        }
+    }
+}

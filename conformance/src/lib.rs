@@ -199,6 +199,7 @@ case_table! { $
     whiteout_dir_subtree => whiteouts::whiteout_dir_subtree, ANY;
     special_looking_names => whiteouts::special_looking_names, ANY;
     hardlink_to_whiteout => whiteouts::hardlink_to_whiteout, ANY;
+    whiteout_through_alias => whiteouts::whiteout_through_alias, ANY;
 
     metadata_roundtrip_apply => roundtrip::metadata_roundtrip_apply, ANY;
     metadata_roundtrip_write => roundtrip::metadata_roundtrip_write, ANY;

@@ -56,7 +56,9 @@ pub enum WhiteoutMode {
     /// Whiteouts only affect lower layers: what this same archive made survives, whatever the
     /// order of entries (a file and its whiteout in one layer leave the file; entries before an
     /// opaque marker survive it). "Made by this archive" is decided on the names as the archive
-    /// writes them, after lexical cleaning.
+    /// writes them, after lexical cleaning, and on the objects' identities (device, inode), so
+    /// a whiteout that reaches a file of the layer through a symlink the layer made
+    /// (`s -> d`, `s/f`, `d/.wh.f`) leaves it too.
     Remove,
     /// Convert them to overlayfs's form in an upper directory: `.wh.x` becomes a 0/0 character
     /// device `x` (owned as the entry says, when [`ApplyOptions::same_owner`]), the opaque
@@ -160,11 +162,15 @@ pub struct ApplyStats {
 ///   [`WhiteoutMode::Remove`] and [`WhiteoutMode::Overlay`] (the names made, for the
 ///   same-layer rule) and with the number of directories (their deferred attributes).
 pub fn apply_tar(root: &Path, reader: &mut dyn Read, opts: &ApplyOptions) -> Result<ApplyStats> {
+    let root = Root::open(root)?;
+    let root_ino = rustix::fs::fstat(root.fd())
+        .map(|st| track::ino(&st))
+        .map_err(|e| root.err("fstat", b"", e))?;
     let mut applier = Applier {
-        root: Root::open(root)?,
+        root,
         opts,
         is_root: rustix::process::geteuid().is_root(),
-        track: Tracker::new(opts.whiteouts != WhiteoutMode::Keep),
+        track: Tracker::new(opts.whiteouts != WhiteoutMode::Keep, root_ino),
         dirs: Vec::new(),
         dir_index: HashMap::new(),
         stats: ApplyStats::default(),

@@ -10,10 +10,10 @@ use std::os::fd::AsFd;
 use rustix::fs::{FileType, Mode, OFlags, XattrFlags};
 use rustix::io::Errno;
 
-use super::entries::{create_leaf, parent_dir, times};
+use super::entries::{create_leaf, note_at, parent_dir, times};
 use super::inroot::{self, MAX_DEPTH};
 use super::names;
-use super::track::Origin;
+use super::track::{Origin, ino};
 use super::{Applier, Meta, WhiteoutMode};
 use crate::whiteout::OVERLAY_OPAQUE_XATTR;
 use crate::{Error, ErrorKind, Result};
@@ -37,12 +37,22 @@ impl Applier<'_> {
             .physical(parent)
             .map_err(|e| self.root.resolve_err("resolve", parent, e))?;
         let phys = phys_parent.as_deref().map(|p| names::join(p, target));
+        // And the object itself, however the archive named it when it made it.
+        let by_ino = match phys_parent.as_deref() {
+            Some(p) => self.origin_at(p, target, &lexical)?,
+            None => None,
+        };
         let origin = match (
             self.track.get(&lexical),
             phys.as_deref().map(|p| self.track.get(p)),
+            by_ino,
         ) {
-            (Some(Origin::Fresh), _) | (_, Some(Some(Origin::Fresh))) => Some(Origin::Fresh),
-            (Some(Origin::Merged), _) | (_, Some(Some(Origin::Merged))) => Some(Origin::Merged),
+            (Some(Origin::Fresh), _, _) | (_, Some(Some(Origin::Fresh)), _) => Some(Origin::Fresh),
+            (_, _, Some(Origin::Fresh)) => Some(Origin::Fresh),
+            (Some(Origin::Merged), _, _) | (_, Some(Some(Origin::Merged)), _) => {
+                Some(Origin::Merged)
+            }
+            (_, _, Some(Origin::Merged)) => Some(Origin::Merged),
             _ => None,
         };
         match (self.opts.whiteouts, origin) {
@@ -97,11 +107,38 @@ impl Applier<'_> {
                     rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
                 )
                 .map_err(|e| self.root.err("utimensat", &lexical, e))?;
+                note_at(
+                    &self.root,
+                    &mut self.track,
+                    dir.as_fd(),
+                    target,
+                    &lexical,
+                    parent,
+                )?;
                 drop(dir);
                 self.track.mark(&lexical, Origin::Fresh);
                 Ok(())
             }
         }
+    }
+
+    /// What is recorded for the object `name` in the directory `phys_parent` (named without
+    /// symlinks), by identity; `None` when it is missing or unrecorded.
+    fn origin_at(&self, phys_parent: &[u8], name: &[u8], lexical: &[u8]) -> Result<Option<Origin>> {
+        if !self.track.enabled() {
+            return Ok(None);
+        }
+        let dir = match self
+            .root
+            .open_exact(phys_parent, OFlags::PATH | OFlags::DIRECTORY)
+        {
+            Ok(dir) => dir,
+            Err(Errno::NOENT | Errno::NOTDIR) => return Ok(None),
+            Err(e) => return Err(self.root.resolve_err("openat2", phys_parent, e)),
+        };
+        Ok(inroot::lstat_at(dir.as_fd(), name)
+            .map_err(|e| self.root.err("fstatat", lexical, e))?
+            .and_then(|st| self.track.by_ino(ino(&st))))
     }
 
     /// The opaque marker in the directory `dir`; `name` is the marker's own name.
@@ -151,7 +188,14 @@ impl Applier<'_> {
         let children = inroot::read_names(fd).map_err(|e| self.root.err("getdents", dir, e))?;
         for (name, _) in children {
             let path = names::join(dir, &name);
-            match self.track.get(&path) {
+            let origin = match self.track.get(&path) {
+                Some(o) => Some(o),
+                // Made or kept under another name (through a symlink)?
+                None => inroot::lstat_at(fd, &name)
+                    .map_err(|e| self.root.err("fstatat", &path, e))?
+                    .and_then(|st| self.track.by_ino(ino(&st))),
+            };
+            match origin {
                 Some(Origin::Fresh) => {}
                 Some(Origin::Merged) => {
                     let sub = rustix::fs::openat(

@@ -455,3 +455,70 @@ pub async fn hardlink_to_whiteout(h: &Harness) -> Result<(), Failure> {
     flat.ensure_view(&*d, &upper, Compare::FLAT).await?;
     ensure_round_trip(&*d, &upper, &lower, &flat).await
 }
+
+/// A whiteout or opaque marker that reaches, through a symlink the same tar made, what the
+/// same tar wrote under another name (`d/`, `s -> d`, `s/f`, `d/.wh.f`) leaves it: whiteouts
+/// only hide lower layers. Lower content beside it is still hidden as declared.
+pub async fn whiteout_through_alias(h: &Harness) -> Result<(), Failure> {
+    let d = h.driver();
+    let lower = id("lower");
+    apply_layer(
+        &*d,
+        &lower,
+        None,
+        &[
+            Entry::dir("d"),
+            Entry::file("d/f", "lower-f"),
+            Entry::file("d/g", "lower-g"),
+            Entry::dir("e"),
+            Entry::file("e/old", "old"),
+            Entry::dir("m"),
+            Entry::dir("m/sub"),
+            Entry::file("m/sub/old", "old"),
+            Entry::file("m/gone", "gone"),
+        ],
+    )
+    .await?;
+    let upper = id("upper");
+    apply_layer(
+        &*d,
+        &upper,
+        Some(&lower),
+        &[
+            // A whiteout of a file written through an alias.
+            Entry::dir("d"),
+            Entry::symlink("s", "d"),
+            Entry::file("s/f", "upper-f, longer"),
+            Entry::whiteout("d/f"),
+            Entry::whiteout("s/g"),
+            // An opaque marker of a directory whose new child came through an alias.
+            Entry::dir("e"),
+            Entry::symlink("t", "e"),
+            Entry::file("t/new", "new"),
+            Entry::opaque("e"),
+            // A lower directory kept through an alias, then its parent made opaque.
+            Entry::dir("m"),
+            Entry::symlink("u", "m"),
+            Entry::dir("u/sub"),
+            Entry::file("u/sub/new", "new"),
+            Entry::opaque("m"),
+        ],
+    )
+    .await?;
+    let flat = Flat::new(h.scratch(), "flat")?;
+    flat.apply(&[
+        Op::Dir("d", 0o755),
+        file("d/f", "upper-f, longer", 0o644),
+        Op::Symlink("d", "s"),
+        Op::Dir("e", 0o755),
+        file("e/new", "new", 0o644),
+        Op::Symlink("e", "t"),
+        Op::Dir("m", 0o755),
+        Op::Dir("m/sub", 0o755),
+        file("m/sub/new", "new", 0o644),
+        Op::Symlink("m", "u"),
+    ])
+    .await?;
+    flat.ensure_view(&*d, &upper, Compare::FLAT).await?;
+    ensure_round_trip(&*d, &upper, &lower, &flat).await
+}
