@@ -200,6 +200,7 @@ case_table! { $
     special_looking_names => whiteouts::special_looking_names, ANY;
     hardlink_to_whiteout => whiteouts::hardlink_to_whiteout, ANY;
     whiteout_through_alias => whiteouts::whiteout_through_alias, ANY;
+    opaque_at_root => whiteouts::opaque_at_root, ANY;
 
     metadata_roundtrip_apply => roundtrip::metadata_roundtrip_apply, ANY;
     metadata_roundtrip_write => roundtrip::metadata_roundtrip_write, ANY;

@@ -522,3 +522,61 @@ pub async fn whiteout_through_alias(h: &Harness) -> Result<(), Failure> {
     flat.ensure_view(&*d, &upper, Compare::FLAT).await?;
     ensure_round_trip(&*d, &upper, &lower, &flat).await
 }
+
+/// An opaque marker at the layer root (`.wh..wh..opq` at top level) hides every lower file and
+/// directory, and nothing of the layer's own; a child layer on it sees the same, and the layer
+/// survives a diff round trip.
+pub async fn opaque_at_root(h: &Harness) -> Result<(), Failure> {
+    let d = h.driver();
+    let lower = id("lower");
+    apply_layer(
+        &*d,
+        &lower,
+        None,
+        &[
+            Entry::file("old", "old"),
+            Entry::dir("d"),
+            Entry::file("d/old", "old"),
+            Entry::file("kept", "lower-kept"),
+        ],
+    )
+    .await?;
+    let upper = id("upper");
+    apply_layer(
+        &*d,
+        &upper,
+        Some(&lower),
+        &[
+            Entry::file("new", "new"),
+            Entry::opaque(""),
+            Entry::dir("d"),
+            Entry::file("d/new", "new"),
+            Entry::file("kept", "upper-kept, longer"),
+        ],
+    )
+    .await?;
+    let flat = Flat::new(h.scratch(), "flat")?;
+    flat.apply(&[
+        file("new", "new", 0o644),
+        Op::Dir("d", 0o755),
+        file("d/new", "new", 0o644),
+        file("kept", "upper-kept, longer", 0o644),
+    ])
+    .await?;
+    flat.ensure_view(&*d, &upper, Compare::FLAT).await?;
+    let child = id("child");
+    apply_layer(&*d, &child, Some(&upper), &[Entry::file("more", "more")]).await?;
+    flat.apply(&[file("more", "more", 0o644)]).await?;
+    flat.ensure_view(&*d, &child, Compare::FLAT)
+        .await
+        .ctx("a child of the layer")?;
+    let flat = Flat::new(h.scratch(), "flat-upper")?;
+    flat.apply(&[
+        file("new", "new", 0o644),
+        Op::Dir("d", 0o755),
+        file("d/new", "new", 0o644),
+        file("kept", "upper-kept, longer", 0o644),
+    ])
+    .await?;
+    ensure_round_trip(&*d, &upper, &lower, &flat).await
+}
