@@ -201,6 +201,7 @@ case_table! { $
     hardlink_to_whiteout => whiteouts::hardlink_to_whiteout, ANY;
     whiteout_through_alias => whiteouts::whiteout_through_alias, ANY;
     opaque_at_root => whiteouts::opaque_at_root, ANY;
+    whiteouts_with_nothing_below => whiteouts::whiteouts_with_nothing_below, ANY;
 
     metadata_roundtrip_apply => roundtrip::metadata_roundtrip_apply, ANY;
     metadata_roundtrip_write => roundtrip::metadata_roundtrip_write, ANY;

@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::Timespec;
 
@@ -81,6 +81,15 @@ pub struct ApplyOptions {
     /// Create character and block device nodes (needs privilege; without it device entries
     /// are skipped). FIFOs are always created: they need no privilege.
     pub devices: bool,
+    /// [`WhiteoutMode::Overlay`] only: the layer directories below the one applied (overlay
+    /// upper directories, top first, cut where a layer's root is opaque), when the caller
+    /// knows them. Then a whiteout or opaque marker with nothing below to hide writes nothing
+    /// (no 0/0 device, no opaque xattr), as [`WhiteoutMode::Remove`] would change nothing: in
+    /// a base layer (`Some(vec![])`), inside a directory the lower layers do not have (one
+    /// this archive made), or under a directory this archive made opaque. Such a whiteout in
+    /// a directory overlayfs does not merge would show as an entry that cannot be `lstat`ed.
+    /// `None`: unknown, every whiteout is written.
+    pub lowers: Option<Vec<PathBuf>>,
 }
 
 impl ApplyOptions {
@@ -91,6 +100,7 @@ impl ApplyOptions {
             whiteouts,
             same_owner: root,
             devices: root,
+            lowers: None,
         }
     }
 }

@@ -121,6 +121,11 @@ impl Tracker {
         self.paths.get(path).copied()
     }
 
+    /// Whether the directory `dir` itself was claimed by [`Tracker::claim_clear`].
+    pub(super) fn is_cleared(&self, dir: &[u8]) -> bool {
+        self.cleared.contains(dir)
+    }
+
     /// Claims the directory `dir` for clearing by an opaque marker. `false` when `dir` or one of
     /// its ancestors was cleared already: everything there now was made by this archive, so
     /// there is nothing left to clear (this is what keeps many markers linear, CVE-2026-95838).

@@ -5,11 +5,11 @@ use strata_driver_api::{CreateOpts, Driver, ErrorKind, LayerId};
 use tokio::io::AsyncReadExt;
 
 use crate::check::{Context, Failure, id};
-use crate::ensure_eq;
 use crate::harness::Harness;
 use crate::ops::{Flat, Op, file};
 use crate::tarfile::{Entry, make_tar, stream};
 use crate::tree::Compare;
+use crate::{ensure, ensure_eq};
 
 /// Creates image layer `id` on `parent` and applies `entries` to it; returns the size.
 pub async fn apply_layer(
@@ -579,4 +579,102 @@ pub async fn opaque_at_root(h: &Harness) -> Result<(), Failure> {
     ])
     .await?;
     ensure_round_trip(&*d, &upper, &lower, &flat).await
+}
+
+/// Whiteouts and opaque markers with nothing below to hide are no-ops that leave no trace: in
+/// a base layer, and in a directory that the same tar creates (OCI: a whiteout only affects
+/// lower layers). The view holds no entry that cannot be `lstat`ed, `changes` works and
+/// names none of them, and the layer survives a diff round trip.
+pub async fn whiteouts_with_nothing_below(h: &Harness) -> Result<(), Failure> {
+    let d = h.driver();
+    let base = id("base");
+    apply_layer(
+        &*d,
+        &base,
+        None,
+        &[
+            Entry::whiteout("x"),
+            Entry::opaque(""),
+            Entry::dir("d"),
+            Entry::whiteout("d/y"),
+            Entry::opaque("d"),
+            Entry::file("f", "f"),
+            Entry::dir("e"),
+            Entry::file("e/old", "old"),
+        ],
+    )
+    .await?;
+    let flat = Flat::new(h.scratch(), "base")?;
+    flat.apply(&[
+        Op::Dir("d", 0o755),
+        file("f", "f", 0o644),
+        Op::Dir("e", 0o755),
+        file("e/old", "old", 0o644),
+    ])
+    .await?;
+    flat.ensure_view(&*d, &base, Compare::FLAT)
+        .await
+        .ctx("the base layer")?;
+    let paths = |cs: &[strata_driver_api::Change]| {
+        cs.iter()
+            .map(|c| c.path.display().to_string())
+            .collect::<Vec<_>>()
+    };
+    let got = d.changes(&base, None).await.ctx("changes of the base")?;
+    ensure_eq!(
+        paths(&got),
+        ["/d", "/e", "/e/old", "/f"].map(String::from).to_vec(),
+        "changes of the base"
+    );
+
+    let upper = id("upper");
+    apply_layer(
+        &*d,
+        &upper,
+        Some(&base),
+        &[
+            Entry::dir("n"),
+            Entry::whiteout("n/z"),
+            Entry::file("n/k", "k"),
+            Entry::dir("n/sub"),
+            Entry::opaque("n/sub"),
+            Entry::whiteout("f"),
+            Entry::dir("d"),
+            Entry::opaque("d"),
+            Entry::whiteout("d/gone"),
+            // A whiteout, then its directory made opaque: the whiteout goes.
+            Entry::dir("e"),
+            Entry::whiteout("e/old"),
+            Entry::opaque("e"),
+        ],
+    )
+    .await?;
+    let flat = Flat::new(h.scratch(), "upper")?;
+    flat.apply(&[
+        Op::Dir("d", 0o755),
+        Op::Dir("n", 0o755),
+        file("n/k", "k", 0o644),
+        Op::Dir("n/sub", 0o755),
+        Op::Dir("e", 0o755),
+    ])
+    .await?;
+    flat.ensure_view(&*d, &upper, Compare::FLAT)
+        .await
+        .ctx("a layer on the base")?;
+    let got = d
+        .changes(&upper, Some(&base))
+        .await
+        .ctx("changes of the upper")?;
+    let got = paths(&got);
+    for p in ["/n/z", "/d/gone", "/x", "/d/y"] {
+        ensure!(
+            !got.iter().any(|g| g == p),
+            "changes of the upper name {p}, which no layer had: {got:?}"
+        );
+    }
+    ensure!(
+        got.iter().any(|g| g == "/f") && got.iter().any(|g| g == "/n/k"),
+        "changes of the upper miss /f or /n/k: {got:?}"
+    );
+    ensure_round_trip(&*d, &upper, &base, &flat).await
 }

@@ -105,6 +105,21 @@ impl Inner {
         ))
     }
 
+    /// The directories of the layers below `id` that its view shows, top first: the stack
+    /// ends at the first whose root is opaque (what `apply_diff` hides whiteouts against).
+    pub(crate) fn lower_dirs(&self, id: &LayerId) -> Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for lid in self.layout.lower_lids(id)? {
+            let dir = self.layout.lid_path(&lid);
+            let opaque = self.root_is_opaque(&dir)?;
+            out.push(dir);
+            if opaque {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// Whether the layer directory `dir` (its `diff/`, or its short link) has overlay's opaque
     /// xattr on its root, as `apply_diff` sets it for an opaque marker at the top of a tar.
     fn root_is_opaque(&self, dir: &std::path::Path) -> Result<bool> {
