@@ -163,6 +163,7 @@ fn unprivileged_options() {
         whiteouts: REMOVE,
         same_owner: false,
         devices: false,
+        lowers: None,
     };
     let stats = env
         .apply_opts(

@@ -371,6 +371,7 @@ fn case31_char_device_0_0_is_rejected() {
                 whiteouts: mode,
                 same_owner: is_root(),
                 devices,
+                lowers: None,
             };
             let err = env
                 .apply_opts(&make_tar(&[Entry::char_dev("x", 0, 0)]), &opts)
@@ -401,4 +402,139 @@ fn remove_mode_removes_lower_trees() {
             ("keep", &format!("f 644 {me} keep"))
         ])
     );
+}
+
+/// Issue 12, item 4: a whiteout or opaque marker that reaches, through a symlink of the same
+/// tar, what the same tar wrote under another name leaves it (Remove and Overlay modes); the
+/// lower content beside it is still hidden.
+#[test]
+fn whiteout_through_alias_keeps_same_layer() {
+    for mode in [REMOVE, OVERLAY] {
+        let env = Env::new();
+        lower(&env);
+        let tar = make_tar(&[
+            Entry::dir("a"),
+            Entry::symlink("s", "a"),
+            Entry::file("s/old", "new"),
+            Entry::whiteout("a/old"),
+            Entry::symlink("t", "a"),
+            Entry::dir("t/b"),
+            Entry::file("t/b/newb", "newb"),
+            Entry::opaque("a"),
+            Entry::opaque("a/b"),
+        ]);
+        env.apply(&tar, mode).unwrap();
+        assert_eq!(
+            std::fs::read(env.path("a/old")).unwrap(),
+            b"new",
+            "{mode:?}"
+        );
+        assert_eq!(
+            std::fs::read(env.path("a/b/newb")).unwrap(),
+            b"newb",
+            "{mode:?}"
+        );
+        assert!(!is_whiteout_dev(&env.path("a/old")), "{mode:?}");
+        if mode == REMOVE {
+            assert!(!env.path("a/b/oldb").exists(), "{mode:?}");
+        }
+    }
+}
+
+/// Issue 12, item 1: `.wh.foo` then a link `bar -> foo` (or `bar -> .wh.foo`) is invalid.
+#[test]
+fn hardlink_to_whiteout_is_rejected() {
+    for mode in MODES {
+        // In Keep mode the root holds only this layer (a diff directory), so no `keep` there.
+        let targets: &[&str] = if mode == KEEP {
+            &[".wh.keep"]
+        } else {
+            &["keep", ".wh.keep"]
+        };
+        for &target in targets {
+            let env = Env::new();
+            lower(&env);
+            let tar = make_tar(&[Entry::whiteout("keep"), Entry::hardlink("bar", target)]);
+            env.reject(&tar, mode);
+        }
+    }
+}
+
+/// Issue 12, item 2: in Overlay mode with the lower layers known, a whiteout or opaque marker
+/// with nothing below to hide writes nothing (a base layer; a directory the lower layers do
+/// not have; a directory made opaque by this tar), and one with something below does.
+#[test]
+fn overlay_whiteouts_only_over_lower_content() {
+    if !root_or_skip!() {
+        return; // trusted.overlay.opaque needs root
+    }
+    let lower = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(lower.path().join("a/b")).unwrap();
+    std::fs::write(lower.path().join("a/x"), b"x").unwrap();
+    std::fs::write(lower.path().join("a/b/y"), b"y").unwrap();
+    let tar = make_tar(&[
+        Entry::whiteout("top"),
+        Entry::dir("a"),
+        Entry::whiteout("a/x"),
+        Entry::whiteout("a/nothere"),
+        Entry::dir("a/b"),
+        Entry::opaque("a/b"),
+        Entry::whiteout("a/b/y"),
+        Entry::dir("n"),
+        Entry::whiteout("n/z"),
+        Entry::opaque("n"),
+    ]);
+    for (lowers, below) in [(vec![], false), (vec![lower.path().to_path_buf()], true)] {
+        let env = Env::new();
+        let opts = ApplyOptions {
+            lowers: Some(lowers),
+            ..ApplyOptions::new(OVERLAY)
+        };
+        env.apply_opts(&tar, &opts).unwrap();
+        let opaque = |p: &str| get_xattr(&env.path(p), "trusted.overlay.opaque").is_some();
+        let dev = std::fs::symlink_metadata(env.path("a/x"))
+            .is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == 0);
+        assert_eq!(dev, below, "a/x");
+        assert_eq!(opaque("a/b"), below, "a/b");
+        assert!(!env.path("top").exists() && std::fs::symlink_metadata(env.path("top")).is_err());
+        assert!(std::fs::symlink_metadata(env.path("a/nothere")).is_err());
+        assert!(std::fs::symlink_metadata(env.path("a/b/y")).is_err());
+        assert!(std::fs::symlink_metadata(env.path("n/z")).is_err());
+        assert!(!opaque("") && !opaque("n"));
+    }
+    // Under a root made opaque, nothing below shows: no whiteout either, before or after.
+    let env = Env::new();
+    let opts = ApplyOptions {
+        lowers: Some(vec![lower.path().to_path_buf()]),
+        ..ApplyOptions::new(OVERLAY)
+    };
+    let tar = make_tar(&[
+        Entry::dir("a"),
+        Entry::whiteout("a/x"),
+        Entry::opaque(""),
+        Entry::whiteout("a/b/y"),
+    ]);
+    env.apply_opts(&tar, &opts).unwrap();
+    assert!(get_xattr(&env.root, "trusted.overlay.opaque").is_some());
+    assert!(std::fs::symlink_metadata(env.path("a/x")).is_err());
+    assert!(std::fs::symlink_metadata(env.path("a/b/y")).is_err());
+}
+
+/// With the lower layers known, a whiteout reached through a dangling symlink of this layer
+/// that shadows a lower directory is applied as without them (no error from the lookup).
+#[test]
+fn overlay_lower_lookup_through_dangling_symlink() {
+    let lower = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(lower.path().join("s")).unwrap();
+    std::fs::write(lower.path().join("s/x"), b"x").unwrap();
+    let tar = make_tar(&[Entry::symlink("s", "nowhere/deep"), Entry::whiteout("s/x")]);
+    let with = Env::new();
+    let opts = ApplyOptions {
+        lowers: Some(vec![lower.path().to_path_buf()]),
+        ..ApplyOptions::new(OVERLAY_USER)
+    };
+    with.apply_opts(&tar, &opts).unwrap();
+    let without = Env::new();
+    without.apply(&tar, OVERLAY_USER).unwrap();
+    assert_eq!(with.tree(), without.tree());
 }

@@ -198,6 +198,10 @@ case_table! { $
     hardlinks_in_tar => whiteouts::hardlinks_in_tar, ANY;
     whiteout_dir_subtree => whiteouts::whiteout_dir_subtree, ANY;
     special_looking_names => whiteouts::special_looking_names, ANY;
+    hardlink_to_whiteout => whiteouts::hardlink_to_whiteout, ANY;
+    whiteout_through_alias => whiteouts::whiteout_through_alias, ANY;
+    opaque_at_root => whiteouts::opaque_at_root, ANY;
+    whiteouts_with_nothing_below => whiteouts::whiteouts_with_nothing_below, ANY;
 
     metadata_roundtrip_apply => roundtrip::metadata_roundtrip_apply, ANY;
     metadata_roundtrip_write => roundtrip::metadata_roundtrip_write, ANY;

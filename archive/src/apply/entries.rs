@@ -9,6 +9,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timestamps, Uid, XattrFlags};
 use rustix::io::Errno;
@@ -16,7 +17,7 @@ use rustix::io::Errno;
 use super::inroot::{self, DirFd, Root};
 use super::names;
 use super::reader::{Entry, Kind, TarReader};
-use super::track::{Origin, Tracker};
+use super::track::{Origin, Tracker, ino};
 use super::{Applier, DirFix, Meta, invalid};
 use crate::Result;
 use crate::whiteout;
@@ -32,7 +33,17 @@ pub(super) fn parent_dir<'r>(
     track: &mut Tracker,
     parent: &[u8],
 ) -> Result<DirFd<'r>> {
-    root.make_dir_all(parent, |p| track.mark(p, Origin::Fresh))
+    root.make_dir_all(parent, |p| {
+        track.mark(p, Origin::Fresh);
+        if track.enabled() {
+            if let Ok(st) = root
+                .open_in(p, OFlags::PATH | OFlags::DIRECTORY)
+                .and_then(|fd| rustix::fs::fstat(&fd))
+            {
+                track.note(ino(&st), Origin::Fresh);
+            }
+        }
+    })
 }
 
 /// Runs `make` to create `name` in `dir`; if the name is taken, removes what is there
@@ -87,7 +98,6 @@ impl Applier<'_> {
         let fd = create_leaf(&self.root, dir.as_fd(), name, path, "openat", || {
             rustix::fs::openat(&dir, name, flags, Mode::from_raw_mode(0o600))
         })?;
-        drop(dir);
         let mut file = File::from(fd);
         if let Some(tar) = tar {
             let root = &self.root;
@@ -104,7 +114,8 @@ impl Applier<'_> {
         }
         rustix::fs::futimens(fd, &times(meta)).map_err(|e| self.root.err("futimens", path, e))?;
         self.track.mark(path, Origin::Fresh);
-        Ok(())
+        note_fd(&self.root, &mut self.track, fd, path, Origin::Fresh)?;
+        note_parents(&self.root, &mut self.track, dir.as_fd(), parent)
     }
 
     /// A directory: kept if one is there (its attributes replaced), else made anew.
@@ -139,6 +150,16 @@ impl Applier<'_> {
             Mode::empty(),
         )
         .map_err(|e| self.root.err("openat", path, e))?;
+        // Kept, but made by this archive under another name (through a symlink).
+        let origin = if origin == Origin::Merged
+            && self.fd_origin(fd.as_fd(), path)? == Some(Origin::Fresh)
+        {
+            Origin::Fresh
+        } else {
+            origin
+        };
+        note_fd(&self.root, &mut self.track, fd.as_fd(), path, origin)?;
+        note_parents(&self.root, &mut self.track, dir.as_fd(), parent)?;
         drop(dir);
         self.dir_attrs(fd, path, entry, meta)?;
         self.track.mark(path, origin);
@@ -206,6 +227,7 @@ impl Applier<'_> {
         self.xattrs(XattrTarget::NoFollow(dir.as_fd(), name), path, entry, true)?;
         rustix::fs::utimensat(&dir, name, &times(meta), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| self.root.err("utimensat", path, e))?;
+        note_at(&self.root, &mut self.track, dir.as_fd(), name, path, parent)?;
         drop(dir);
         self.track.mark(path, Origin::Fresh);
         Ok(())
@@ -222,6 +244,13 @@ impl Applier<'_> {
             return Err(names::invalid(&entry.path, "is a hardlink to itself"));
         }
         let (tparent, tname) = names::split(&target);
+        if matches!(
+            whiteout::classify(std::ffi::OsStr::from_bytes(tname)),
+            whiteout::Name::Whiteout(_) | whiteout::Name::Opaque
+        ) {
+            // Only a kept whiteout (WhiteoutMode::Keep) could be there: never a layer's file.
+            return Err(names::invalid(&entry.path, "is a hardlink to a whiteout"));
+        }
         let missing = || names::invalid(&entry.path, "is a hardlink to a missing target");
         let tdir = match self.root.resolve_dir(tparent) {
             Ok(d) => d,
@@ -233,6 +262,12 @@ impl Applier<'_> {
             .ok_or_else(missing)?;
         if inroot::file_type(&tst) == FileType::Directory {
             return Err(names::invalid(&entry.path, "is a hardlink to a directory"));
+        }
+        // A 0/0 character device can only be a whiteout this archive wrote in overlay form
+        // (such device entries are refused): a link to it would whiteout a second name the
+        // archive never declared. In the other modes the whited-out target is simply missing.
+        if inroot::file_type(&tst) == FileType::CharacterDevice && tst.st_rdev == 0 {
+            return Err(names::invalid(&entry.path, "is a hardlink to a whiteout"));
         }
         let (parent, name) = names::split(path);
         let dir = parent_dir(&self.root, &mut self.track, parent)?;
@@ -256,6 +291,9 @@ impl Applier<'_> {
             }
             Err(e) => return Err(self.root.err("linkat", path, e)),
         }
+        // The inode is not recorded: a link to a lower file (when the tree has lower content)
+        // does not make that file this layer's. A link to a file of the layer shares its record.
+        note_parents(&self.root, &mut self.track, dir.as_fd(), parent)?;
         drop((dir, tdir));
         self.track.mark(path, Origin::Fresh);
         Ok(())
@@ -301,9 +339,19 @@ impl Applier<'_> {
         self.xattrs(XattrTarget::NoFollow(dir.as_fd(), name), path, entry, true)?;
         rustix::fs::utimensat(&dir, name, &times(meta), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| self.root.err("utimensat", path, e))?;
+        note_at(&self.root, &mut self.track, dir.as_fd(), name, path, parent)?;
         drop(dir);
         self.track.mark(path, Origin::Fresh);
         Ok(())
+    }
+
+    /// What is recorded for the object open at `fd`.
+    fn fd_origin(&self, fd: BorrowedFd<'_>, path: &[u8]) -> Result<Option<Origin>> {
+        if !self.track.enabled() {
+            return Ok(None);
+        }
+        let st = rustix::fs::fstat(fd).map_err(|e| self.root.err("fstat", path, e))?;
+        Ok(self.track.by_ino(ino(&st)))
     }
 
     /// Sets the mode of a FIFO or device just made (umask applied to `mknodat`'s mode) without
@@ -453,4 +501,73 @@ pub(super) fn fix_dir(root: &Root, d: &DirFix) -> Result<()> {
         last_modification: d.mtime,
     };
     rustix::fs::futimens(&fd, &ts).map_err(|e| root.err("futimens", &d.path, e))
+}
+
+/// Records the object open at `fd` (named `path`) by identity with `origin`.
+pub(super) fn note_fd(
+    root: &Root,
+    track: &mut Tracker,
+    fd: BorrowedFd<'_>,
+    path: &[u8],
+    origin: Origin,
+) -> Result<()> {
+    if !track.enabled() {
+        return Ok(());
+    }
+    let st = rustix::fs::fstat(fd).map_err(|e| root.err("fstat", path, e))?;
+    track.note(ino(&st), origin);
+    Ok(())
+}
+
+/// Records `name` in `dir` (just made, named `path`; `parent` names `dir`) as made by this
+/// archive, and the directories above it as kept.
+pub(super) fn note_at(
+    root: &Root,
+    track: &mut Tracker,
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    path: &[u8],
+    parent: &[u8],
+) -> Result<()> {
+    if !track.enabled() {
+        return Ok(());
+    }
+    if let Some(st) = inroot::lstat_at(dir, name).map_err(|e| root.err("fstatat", path, e))? {
+        track.note(ino(&st), Origin::Fresh);
+    }
+    note_parents(root, track, dir, parent)
+}
+
+/// Records the directory `dir` (named `parent`) and those above it, up to the root or to one
+/// already recorded, as kept: they hold something this archive made, whatever names reach
+/// them, so an opaque marker or a whiteout of this layer clears them instead of removing them.
+pub(super) fn note_parents(
+    root: &Root,
+    track: &mut Tracker,
+    dir: BorrowedFd<'_>,
+    parent: &[u8],
+) -> Result<()> {
+    if !track.enabled() {
+        return Ok(());
+    }
+    let err = |call: &str, e: Errno| root.err(call, parent, e);
+    let mut id = ino(&rustix::fs::fstat(dir).map_err(|e| err("fstat", e))?);
+    let mut up: Option<OwnedFd> = None;
+    for _ in 0..=inroot::MAX_DEPTH {
+        if track.is_root(id) || track.by_ino(id).is_some() {
+            return Ok(());
+        }
+        track.note(id, Origin::Merged);
+        let from = up.as_ref().map_or(dir, |f| f.as_fd());
+        let next = rustix::fs::openat(
+            from,
+            "..",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| err("openat ..", e))?;
+        id = ino(&rustix::fs::fstat(&next).map_err(|e| err("fstat", e))?);
+        up = Some(next);
+    }
+    Ok(())
 }

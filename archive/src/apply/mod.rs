@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::Timespec;
 
@@ -56,7 +56,9 @@ pub enum WhiteoutMode {
     /// Whiteouts only affect lower layers: what this same archive made survives, whatever the
     /// order of entries (a file and its whiteout in one layer leave the file; entries before an
     /// opaque marker survive it). "Made by this archive" is decided on the names as the archive
-    /// writes them, after lexical cleaning.
+    /// writes them, after lexical cleaning, and on the objects' identities (device, inode), so
+    /// a whiteout that reaches a file of the layer through a symlink the layer made
+    /// (`s -> d`, `s/f`, `d/.wh.f`) leaves it too.
     Remove,
     /// Convert them to overlayfs's form in an upper directory: `.wh.x` becomes a 0/0 character
     /// device `x` (owned as the entry says, when [`ApplyOptions::same_owner`]), the opaque
@@ -79,6 +81,15 @@ pub struct ApplyOptions {
     /// Create character and block device nodes (needs privilege; without it device entries
     /// are skipped). FIFOs are always created: they need no privilege.
     pub devices: bool,
+    /// [`WhiteoutMode::Overlay`] only: the layer directories below the one applied (overlay
+    /// upper directories, top first, cut where a layer's root is opaque), when the caller
+    /// knows them. Then a whiteout or opaque marker with nothing below to hide writes nothing
+    /// (no 0/0 device, no opaque xattr), as [`WhiteoutMode::Remove`] would change nothing: in
+    /// a base layer (`Some(vec![])`), inside a directory the lower layers do not have (one
+    /// this archive made), or under a directory this archive made opaque. Such a whiteout in
+    /// a directory overlayfs does not merge would show as an entry that cannot be `lstat`ed.
+    /// `None`: unknown, every whiteout is written.
+    pub lowers: Option<Vec<PathBuf>>,
 }
 
 impl ApplyOptions {
@@ -89,6 +100,7 @@ impl ApplyOptions {
             whiteouts,
             same_owner: root,
             devices: root,
+            lowers: None,
         }
     }
 }
@@ -134,7 +146,9 @@ pub struct ApplyStats {
 /// - **Hardlinks**: the target (resolved in-root, its last component not followed, so a link
 ///   to a symlink links the symlink) must exist already, earlier in the archive or in the
 ///   tree; a link to a directory or to itself rejects the archive, and so does a link into
-///   AUFS's `.wh..wh.plnk` (Docker retargets those; its entries are skipped here).
+///   AUFS's `.wh..wh.plnk` (Docker retargets those; its entries are skipped here) and a link
+///   to a whiteout (`.wh.foo` then `bar -> foo`: the whiteout is no file of the layer, and
+///   linking it would hide a lower `bar` no entry declared; in every mode).
 /// - **Metadata**: set through the created file's descriptor or with `AT_SYMLINK_NOFOLLOW`;
 ///   owner before mode (chown clears setuid); mode `& 0o7777`; symlinks are never chmod-ed.
 ///   Directory modes and mtimes are set at the end, deepest first, so a mode-0000 directory
@@ -158,11 +172,15 @@ pub struct ApplyStats {
 ///   [`WhiteoutMode::Remove`] and [`WhiteoutMode::Overlay`] (the names made, for the
 ///   same-layer rule) and with the number of directories (their deferred attributes).
 pub fn apply_tar(root: &Path, reader: &mut dyn Read, opts: &ApplyOptions) -> Result<ApplyStats> {
+    let root = Root::open(root)?;
+    let root_ino = rustix::fs::fstat(root.fd())
+        .map(|st| track::ino(&st))
+        .map_err(|e| root.err("fstat", b"", e))?;
     let mut applier = Applier {
-        root: Root::open(root)?,
+        root,
         opts,
         is_root: rustix::process::geteuid().is_root(),
-        track: Tracker::new(opts.whiteouts != WhiteoutMode::Keep),
+        track: Tracker::new(opts.whiteouts != WhiteoutMode::Keep, root_ino),
         dirs: Vec::new(),
         dir_index: HashMap::new(),
         stats: ApplyStats::default(),

@@ -5,6 +5,11 @@
 //! ancestors recorded too: an ancestor that the archive did not make itself but that holds
 //! something it made is `Merged` (it existed before, and it must survive an opaque marker or
 //! a whiteout of the same layer), so lookups never walk up the tree.
+//!
+//! Names alone miss aliases: `s -> d` then `s/f` makes `d/f`, and a later `d/.wh.f` must not
+//! remove it. So what the archive made (and the directories it kept) is recorded by identity
+//! too (`st_dev`, `st_ino`), and a whiteout or opaque marker asks about the object it would
+//! hide, however the archive named it.
 
 use std::collections::{HashMap, HashSet};
 
@@ -19,10 +24,25 @@ pub(super) enum Origin {
     Merged,
 }
 
+/// An object's identity: `(st_dev, st_ino)`.
+pub(super) type Ino = (u64, u64);
+
+/// The identity of what `st` describes.
+pub(super) fn ino(st: &rustix::fs::Stat) -> Ino {
+    (st.st_dev, st.st_ino)
+}
+
 /// The paths an archive made, and the directories an opaque marker already cleared.
 #[derive(Debug, Default)]
 pub(super) struct Tracker {
     paths: HashMap<Vec<u8>, Origin>,
+    /// Objects made by this archive (hardlinks are not added: a link to a lower file does not
+    /// make the lower file this layer's).
+    made: HashSet<Ino>,
+    /// Directories that existed before and hold something this archive made.
+    kept: HashSet<Ino>,
+    /// The root's identity: recording directories upwards stops there.
+    root: Ino,
     cleared: HashSet<Vec<u8>>,
     /// Off when whiteouts are kept as files: then nothing asks, and a layer of millions of
     /// entries costs no memory here.
@@ -30,10 +50,12 @@ pub(super) struct Tracker {
 }
 
 impl Tracker {
-    /// A tracker that records (`enabled`) or one that forgets everything.
-    pub(super) fn new(enabled: bool) -> Tracker {
+    /// A tracker that records (`enabled`) or one that forgets everything; `root` is the
+    /// identity of the root directory.
+    pub(super) fn new(enabled: bool, root: Ino) -> Tracker {
         Tracker {
             disabled: !enabled,
+            root,
             ..Tracker::default()
         }
     }
@@ -55,9 +77,53 @@ impl Tracker {
         }
     }
 
+    /// Whether anything is recorded (false when whiteouts are kept as files).
+    pub(super) fn enabled(&self) -> bool {
+        !self.disabled
+    }
+
+    /// Records the object `id` with `origin` (a `Merged` record never demotes a `Fresh` one).
+    pub(super) fn note(&mut self, id: Ino, origin: Origin) {
+        if self.disabled {
+            return;
+        }
+        match origin {
+            Origin::Fresh => {
+                self.kept.remove(&id);
+                self.made.insert(id);
+            }
+            Origin::Merged => {
+                if !self.made.contains(&id) {
+                    self.kept.insert(id);
+                }
+            }
+        }
+    }
+
+    /// Whether `id` is the root directory.
+    pub(super) fn is_root(&self, id: Ino) -> bool {
+        id == self.root
+    }
+
+    /// What is recorded for the object `id`.
+    pub(super) fn by_ino(&self, id: Ino) -> Option<Origin> {
+        if self.made.contains(&id) {
+            Some(Origin::Fresh)
+        } else if self.kept.contains(&id) {
+            Some(Origin::Merged)
+        } else {
+            None
+        }
+    }
+
     /// What is recorded for `path`.
     pub(super) fn get(&self, path: &[u8]) -> Option<Origin> {
         self.paths.get(path).copied()
+    }
+
+    /// Whether the directory `dir` itself was claimed by [`Tracker::claim_clear`].
+    pub(super) fn is_cleared(&self, dir: &[u8]) -> bool {
+        self.cleared.contains(dir)
     }
 
     /// Claims the directory `dir` for clearing by an opaque marker. `false` when `dir` or one of
@@ -99,8 +165,21 @@ mod tests {
     }
 
     #[test]
+    fn identities_fresh_wins() {
+        let mut t = Tracker::default();
+        t.note((1, 2), Origin::Merged);
+        assert_eq!(t.by_ino((1, 2)), Some(Origin::Merged));
+        t.note((1, 2), Origin::Fresh);
+        t.note((1, 2), Origin::Merged);
+        assert_eq!(t.by_ino((1, 2)), Some(Origin::Fresh));
+        assert_eq!(t.by_ino((1, 3)), None);
+    }
+
+    #[test]
     fn disabled_tracker_records_nothing() {
-        let mut t = Tracker::new(false);
+        let mut t = Tracker::new(false, (0, 0));
+        t.note((1, 2), Origin::Fresh);
+        assert_eq!(t.by_ino((1, 2)), None);
         t.mark(b"a/b", Origin::Fresh);
         assert_eq!(t.get(b"a/b"), None);
         assert_eq!(t.get(b"a"), None);

@@ -1,15 +1,15 @@
 //! The OCI whiteout rules (image-spec `layer.md`), through `apply_diff`: each case applies
 //! tars onto a stack and compares the merged view with a flat directory built by hand.
 
-use strata_driver_api::{CreateOpts, Driver, LayerId};
+use strata_driver_api::{CreateOpts, Driver, ErrorKind, LayerId};
 use tokio::io::AsyncReadExt;
 
 use crate::check::{Context, Failure, id};
-use crate::ensure_eq;
 use crate::harness::Harness;
 use crate::ops::{Flat, Op, file};
 use crate::tarfile::{Entry, make_tar, stream};
 use crate::tree::Compare;
+use crate::{ensure, ensure_eq};
 
 /// Creates image layer `id` on `parent` and applies `entries` to it; returns the size.
 pub async fn apply_layer(
@@ -379,4 +379,302 @@ pub async fn special_looking_names(h: &Harness) -> Result<(), Failure> {
     ])
     .await?;
     flat.ensure_view(&*d, &l, Compare::FLAT).await
+}
+
+/// A hardlink to a whiteout of the same tar (`.wh.foo` then `bar -> foo`, or `bar -> .wh.foo`)
+/// is an invalid archive: the whiteout is no file of the layer, and linking it must not hide
+/// the lower `bar`, which no entry declared. The lower layer stays as it was, the partial
+/// layer can be removed, and a clean layer applied next exports what was imported.
+pub async fn hardlink_to_whiteout(h: &Harness) -> Result<(), Failure> {
+    let d = h.driver();
+    let lower = id("lower");
+    apply_layer(
+        &*d,
+        &lower,
+        None,
+        &[
+            Entry::file("foo", "lower-foo"),
+            Entry::file("bar", "lower-bar"),
+        ],
+    )
+    .await?;
+    let tars: [(&str, Vec<Entry>); 3] = [
+        (
+            "link-to-whited-out",
+            vec![Entry::whiteout("foo"), Entry::hardlink("bar", "foo")],
+        ),
+        (
+            "link-to-missing-whiteout",
+            vec![
+                Entry::whiteout("nothere"),
+                Entry::hardlink("bar", "nothere"),
+            ],
+        ),
+        (
+            "link-to-whiteout-name",
+            vec![Entry::whiteout("foo"), Entry::hardlink("bar", ".wh.foo")],
+        ),
+    ];
+    for (name, entries) in tars {
+        let layer = id(name);
+        d.create(&layer, Some(&lower), &CreateOpts::default())
+            .await
+            .ctx(format!("create {name}"))?;
+        let res = d
+            .apply_diff(&layer, Some(&lower), stream(make_tar(&entries)))
+            .await;
+        crate::check::expect_kind(
+            res,
+            ErrorKind::InvalidArchive,
+            format!("{name}: apply_diff"),
+        )?;
+        d.remove(&layer, false)
+            .await
+            .ctx(format!("{name}: remove the rejected layer"))?;
+    }
+    let flat = Flat::new(h.scratch(), "lower")?;
+    flat.apply(&[
+        file("foo", "lower-foo", 0o644),
+        file("bar", "lower-bar", 0o644),
+    ])
+    .await?;
+    flat.ensure_view(&*d, &lower, Compare::FLAT)
+        .await
+        .ctx("the lower layer after the rejected tars")?;
+    // What a layer may do instead: whiteout foo, and make bar a file of its own.
+    let upper = id("upper");
+    let entries = [
+        Entry::whiteout("foo"),
+        Entry::file("bar", "upper-bar"),
+        Entry::hardlink("baz", "bar"),
+    ];
+    apply_layer(&*d, &upper, Some(&lower), &entries).await?;
+    let flat = Flat::new(h.scratch(), "upper")?;
+    flat.apply(&[file("bar", "upper-bar", 0o644), Op::Link("bar", "baz")])
+        .await?;
+    flat.ensure_view(&*d, &upper, Compare::FLAT).await?;
+    ensure_round_trip(&*d, &upper, &lower, &flat).await
+}
+
+/// A whiteout or opaque marker that reaches, through a symlink the same tar made, what the
+/// same tar wrote under another name (`d/`, `s -> d`, `s/f`, `d/.wh.f`) leaves it: whiteouts
+/// only hide lower layers. Lower content beside it is still hidden as declared.
+pub async fn whiteout_through_alias(h: &Harness) -> Result<(), Failure> {
+    let d = h.driver();
+    let lower = id("lower");
+    apply_layer(
+        &*d,
+        &lower,
+        None,
+        &[
+            Entry::dir("d"),
+            Entry::file("d/f", "lower-f"),
+            Entry::file("d/g", "lower-g"),
+            Entry::dir("e"),
+            Entry::file("e/old", "old"),
+            Entry::dir("m"),
+            Entry::dir("m/sub"),
+            Entry::file("m/sub/old", "old"),
+            Entry::file("m/gone", "gone"),
+        ],
+    )
+    .await?;
+    let upper = id("upper");
+    apply_layer(
+        &*d,
+        &upper,
+        Some(&lower),
+        &[
+            // A whiteout of a file written through an alias.
+            Entry::dir("d"),
+            Entry::symlink("s", "d"),
+            Entry::file("s/f", "upper-f, longer"),
+            Entry::whiteout("d/f"),
+            Entry::whiteout("s/g"),
+            // An opaque marker of a directory whose new child came through an alias.
+            Entry::dir("e"),
+            Entry::symlink("t", "e"),
+            Entry::file("t/new", "new"),
+            Entry::opaque("e"),
+            // A lower directory kept through an alias, then its parent made opaque.
+            Entry::dir("m"),
+            Entry::symlink("u", "m"),
+            Entry::dir("u/sub"),
+            Entry::file("u/sub/new", "new"),
+            Entry::opaque("m"),
+        ],
+    )
+    .await?;
+    let flat = Flat::new(h.scratch(), "flat")?;
+    flat.apply(&[
+        Op::Dir("d", 0o755),
+        file("d/f", "upper-f, longer", 0o644),
+        Op::Symlink("d", "s"),
+        Op::Dir("e", 0o755),
+        file("e/new", "new", 0o644),
+        Op::Symlink("e", "t"),
+        Op::Dir("m", 0o755),
+        Op::Dir("m/sub", 0o755),
+        file("m/sub/new", "new", 0o644),
+        Op::Symlink("m", "u"),
+    ])
+    .await?;
+    flat.ensure_view(&*d, &upper, Compare::FLAT).await?;
+    ensure_round_trip(&*d, &upper, &lower, &flat).await
+}
+
+/// An opaque marker at the layer root (`.wh..wh..opq` at top level) hides every lower file and
+/// directory, and nothing of the layer's own; a child layer on it sees the same, and the layer
+/// survives a diff round trip.
+pub async fn opaque_at_root(h: &Harness) -> Result<(), Failure> {
+    let d = h.driver();
+    let lower = id("lower");
+    apply_layer(
+        &*d,
+        &lower,
+        None,
+        &[
+            Entry::file("old", "old"),
+            Entry::dir("d"),
+            Entry::file("d/old", "old"),
+            Entry::file("kept", "lower-kept"),
+        ],
+    )
+    .await?;
+    let upper = id("upper");
+    apply_layer(
+        &*d,
+        &upper,
+        Some(&lower),
+        &[
+            Entry::file("new", "new"),
+            Entry::opaque(""),
+            Entry::dir("d"),
+            Entry::file("d/new", "new"),
+            Entry::file("kept", "upper-kept, longer"),
+        ],
+    )
+    .await?;
+    let flat = Flat::new(h.scratch(), "flat")?;
+    flat.apply(&[
+        file("new", "new", 0o644),
+        Op::Dir("d", 0o755),
+        file("d/new", "new", 0o644),
+        file("kept", "upper-kept, longer", 0o644),
+    ])
+    .await?;
+    flat.ensure_view(&*d, &upper, Compare::FLAT).await?;
+    let child = id("child");
+    apply_layer(&*d, &child, Some(&upper), &[Entry::file("more", "more")]).await?;
+    flat.apply(&[file("more", "more", 0o644)]).await?;
+    flat.ensure_view(&*d, &child, Compare::FLAT)
+        .await
+        .ctx("a child of the layer")?;
+    let flat = Flat::new(h.scratch(), "flat-upper")?;
+    flat.apply(&[
+        file("new", "new", 0o644),
+        Op::Dir("d", 0o755),
+        file("d/new", "new", 0o644),
+        file("kept", "upper-kept, longer", 0o644),
+    ])
+    .await?;
+    ensure_round_trip(&*d, &upper, &lower, &flat).await
+}
+
+/// Whiteouts and opaque markers with nothing below to hide are no-ops that leave no trace: in
+/// a base layer, and in a directory that the same tar creates (OCI: a whiteout only affects
+/// lower layers). The view holds no entry that cannot be `lstat`ed, `changes` works and
+/// names none of them, and the layer survives a diff round trip.
+pub async fn whiteouts_with_nothing_below(h: &Harness) -> Result<(), Failure> {
+    let d = h.driver();
+    let base = id("base");
+    apply_layer(
+        &*d,
+        &base,
+        None,
+        &[
+            Entry::whiteout("x"),
+            Entry::opaque(""),
+            Entry::dir("d"),
+            Entry::whiteout("d/y"),
+            Entry::opaque("d"),
+            Entry::file("f", "f"),
+            Entry::dir("e"),
+            Entry::file("e/old", "old"),
+        ],
+    )
+    .await?;
+    let flat = Flat::new(h.scratch(), "base")?;
+    flat.apply(&[
+        Op::Dir("d", 0o755),
+        file("f", "f", 0o644),
+        Op::Dir("e", 0o755),
+        file("e/old", "old", 0o644),
+    ])
+    .await?;
+    flat.ensure_view(&*d, &base, Compare::FLAT)
+        .await
+        .ctx("the base layer")?;
+    let paths = |cs: &[strata_driver_api::Change]| {
+        cs.iter()
+            .map(|c| c.path.display().to_string())
+            .collect::<Vec<_>>()
+    };
+    let got = d.changes(&base, None).await.ctx("changes of the base")?;
+    ensure_eq!(
+        paths(&got),
+        ["/d", "/e", "/e/old", "/f"].map(String::from).to_vec(),
+        "changes of the base"
+    );
+
+    let upper = id("upper");
+    apply_layer(
+        &*d,
+        &upper,
+        Some(&base),
+        &[
+            Entry::dir("n"),
+            Entry::whiteout("n/z"),
+            Entry::file("n/k", "k"),
+            Entry::dir("n/sub"),
+            Entry::opaque("n/sub"),
+            Entry::whiteout("f"),
+            Entry::dir("d"),
+            Entry::opaque("d"),
+            Entry::whiteout("d/gone"),
+            // A whiteout, then its directory made opaque: the whiteout goes.
+            Entry::dir("e"),
+            Entry::whiteout("e/old"),
+            Entry::opaque("e"),
+        ],
+    )
+    .await?;
+    let flat = Flat::new(h.scratch(), "upper")?;
+    flat.apply(&[
+        Op::Dir("d", 0o755),
+        Op::Dir("n", 0o755),
+        file("n/k", "k", 0o644),
+        Op::Dir("n/sub", 0o755),
+        Op::Dir("e", 0o755),
+    ])
+    .await?;
+    flat.ensure_view(&*d, &upper, Compare::FLAT)
+        .await
+        .ctx("a layer on the base")?;
+    let got = d
+        .changes(&upper, Some(&base))
+        .await
+        .ctx("changes of the upper")?;
+    let got = paths(&got);
+    for p in ["/n/z", "/d/gone", "/x", "/d/y"] {
+        ensure!(
+            !got.iter().any(|g| g == p),
+            "changes of the upper name {p}, which no layer had: {got:?}"
+        );
+    }
+    ensure!(
+        got.iter().any(|g| g == "/f") && got.iter().any(|g| g == "/n/k"),
+        "changes of the upper miss /f or /n/k: {got:?}"
+    );
+    ensure_round_trip(&*d, &upper, &base, &flat).await
 }

@@ -198,9 +198,14 @@ impl Driver for OverlayDriver {
         stream::read_blocking(diff, move |r| {
             inner.ensure_unmounted(&id)?;
             let dir = inner.layout.diff(&id);
-            let opts = ApplyOptions::new(WhiteoutMode::Overlay {
-                user_xattr: inner.user_xattr,
-            });
+            // Whiteouts with nothing below to hide are not written: in a directory overlayfs
+            // does not merge they would show as entries that cannot be lstat'ed.
+            let opts = ApplyOptions {
+                lowers: Some(inner.lower_dirs(&id)?),
+                ..ApplyOptions::new(WhiteoutMode::Overlay {
+                    user_xattr: inner.user_xattr,
+                })
+            };
             strata_archive::apply_tar(&dir, r, &opts)?;
             // apply_tar leaves syncing to the caller: once for the layer.
             let fd = rustix::fs::open(

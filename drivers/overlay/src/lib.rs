@@ -31,6 +31,8 @@
 //! them on by default). An image layer (`create`) and a layer that has children (marked
 //! `committed`, as overlay2 does) mount read-only, with no upper: `lowerdir=<diff>:<lowers>`.
 //! A base layer's writable mount has the shared `empty/` directory as its one lower.
+//! overlayfs ignores the opaque xattr on a layer's root, so a stack ends at the first layer,
+//! from the top, whose `diff/` root is opaque (a tar with `.wh..wh..opq` at the top).
 //!
 //! # Refcounts
 //!

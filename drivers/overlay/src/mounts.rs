@@ -76,9 +76,17 @@ impl Inner {
         } else {
             upper = Some((l.diff(id), l.work(id)));
         }
-        for lid in &lids {
-            abs.push(l.lid_path(lid));
-            rel.push(format!("l/{lid}"));
+        // overlayfs ignores the opaque xattr on a layer's root (the root is never looked up),
+        // so a layer whose tar had `.wh..wh..opq` at the top would still show every lower
+        // file: the stack ends at the first layer, from the top, whose root is opaque.
+        if !self.root_is_opaque(&l.diff(id))? {
+            for lid in &lids {
+                abs.push(l.lid_path(lid));
+                rel.push(format!("l/{lid}"));
+                if self.root_is_opaque(&l.lid_path(lid))? {
+                    break;
+                }
+            }
         }
         // overlayfs wants two lowers without an upper, one with.
         if abs.is_empty() || (read_only && abs.len() == 1) {
@@ -95,6 +103,39 @@ impl Inner {
                 upper: rel_upper,
             },
         ))
+    }
+
+    /// The directories of the layers below `id` that its view shows, top first: the stack
+    /// ends at the first whose root is opaque (what `apply_diff` hides whiteouts against).
+    pub(crate) fn lower_dirs(&self, id: &LayerId) -> Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for lid in self.layout.lower_lids(id)? {
+            let dir = self.layout.lid_path(&lid);
+            let opaque = self.root_is_opaque(&dir)?;
+            out.push(dir);
+            if opaque {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the layer directory `dir` (its `diff/`, or its short link) has overlay's opaque
+    /// xattr on its root, as `apply_diff` sets it for an opaque marker at the top of a tar.
+    fn root_is_opaque(&self, dir: &std::path::Path) -> Result<bool> {
+        let prefix = if self.user_xattr { "user" } else { "trusted" };
+        let name = format!(
+            "{prefix}.{}",
+            strata_archive::whiteout::OVERLAY_OPAQUE_XATTR
+        );
+        let mut buf = [0u8; 8];
+        match rustix::fs::getxattr(dir, name.as_str(), &mut buf) {
+            Ok(n) => Ok(&buf[..n] == b"y"),
+            Err(rustix::io::Errno::NODATA | rustix::io::Errno::NOTSUP) => Ok(false),
+            // A longer value is no "y".
+            Err(rustix::io::Errno::RANGE) => Ok(false),
+            Err(e) => Err(sys::os("getxattr", dir, e)),
+        }
     }
 
     /// Mounts layer `id`'s view on `<id>/merged`.
