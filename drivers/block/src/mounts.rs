@@ -205,9 +205,10 @@ impl Inner {
     /// An I/O error inside layer `id`'s filesystem, told for what it is when the backing
     /// filesystem has less room than the layer's sparse image may still grow by: the image's
     /// writes then fail in the loop device, which the layer's filesystem sees as EIO (or, once
-    /// ext4 gives up, EROFS), never as ENOSPC. Other errors are returned as they are.
+    /// ext4 gives up, EROFS), or at best as ENOSPC without saying where. Other errors, and an
+    /// ENOSPC of the layer's own filesystem (its image is full), are returned as they are.
     fn explain_no_space(&self, id: &LayerId, err: Error) -> Error {
-        if err.kind() != ErrorKind::Io {
+        if !matches!(err.kind(), ErrorKind::Io | ErrorKind::NoSpace) {
             return err;
         }
         let image = self.layout.image(id);
