@@ -77,12 +77,31 @@ fn write(path: &Path, data: &[u8], mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// An OCI layer tar with whiteouts (top level and nested), opaque markers and ordinary
-/// content, in `write_tar`'s canonical form.
+/// What `oci_layer_with_whiteouts` hides: a whiteout or opaque marker with nothing below it is
+/// a no-op that overlay does not store (OCI: whiteouts apply to lower layers only).
+fn lower_layer() -> Vec<u8> {
+    use strata_conformance::tarfile::{Entry, make_tar};
+    make_tar(&[
+        Entry::dir("etc"),
+        Entry::file("etc/shadow", "x"),
+        Entry::dir("gone-dir"),
+        Entry::file("gone-dir/f", "f"),
+        Entry::dir("opq"),
+        Entry::file("opq/hidden", "h"),
+        Entry::dir("keep"),
+        Entry::file("keep/old", "o"),
+        Entry::dir("keep/sub"),
+        Entry::file("keep/sub/hidden", "h"),
+    ])
+}
+
+/// An OCI layer tar with whiteouts (top level and nested), opaque markers (top level and
+/// nested) and ordinary content, in `write_tar`'s canonical form; each hides something of
+/// [`lower_layer`].
 fn oci_layer_with_whiteouts() -> Vec<u8> {
     let tmp = tempfile::tempdir().unwrap();
     let r = tmp.path();
-    for d in ["etc", "opq", "opq/sub", "keep"] {
+    for d in ["etc", "opq", "opq/sub", "keep", "keep/sub"] {
         fs::create_dir(r.join(d)).unwrap();
         fs::set_permissions(r.join(d), fs::Permissions::from_mode(0o755)).unwrap();
     }
@@ -91,7 +110,7 @@ fn oci_layer_with_whiteouts() -> Vec<u8> {
     write(&r.join(".wh.gone-dir"), b"", 0o644);
     write(&r.join("opq/.wh..wh..opq"), b"", 0o755);
     write(&r.join("opq/sub/new"), b"fresh", 0o640);
-    write(&r.join("opq/sub/.wh..wh..opq"), b"", 0o755);
+    write(&r.join("keep/sub/.wh..wh..opq"), b"", 0o755);
     write(&r.join("keep/.wh.old"), b"", 0o600);
     std::os::unix::fs::chown(r.join("keep/.wh.old"), Some(7), Some(8)).unwrap();
     let files = [
@@ -106,8 +125,8 @@ fn oci_layer_with_whiteouts() -> Vec<u8> {
     }
     // The opaque markers as overlay's write synthesises them: mtime 0.
     set_mtime(&r.join("opq/.wh..wh..opq"), 0);
-    set_mtime(&r.join("opq/sub/.wh..wh..opq"), 0);
-    for d in ["etc", "opq/sub", "opq", "keep"] {
+    set_mtime(&r.join("keep/sub/.wh..wh..opq"), 0);
+    for d in ["etc", "opq/sub", "opq", "keep/sub", "keep"] {
         set_mtime(&r.join(d), 1_500_000_000);
     }
     let mut out = Vec::new();
@@ -129,6 +148,9 @@ async fn whiteout_conversion_round_trips_byte_for_byte() {
     assert!(d.native_diff(), "native diff is expected on this kernel");
     let (base, layer) = (id("base"), id("layer"));
     d.create(&base, None, &CreateOpts::default()).await.unwrap();
+    d.apply_diff(&base, None, stream(lower_layer()))
+        .await
+        .unwrap();
     d.create(&layer, Some(&base), &CreateOpts::default())
         .await
         .unwrap();
