@@ -382,39 +382,38 @@ pub struct Frozen {
     dir: OwnedFd,
 }
 
-/// Freezes the filesystem mounted at `mountpoint`.
-pub fn freeze(mountpoint: &Path) -> Result<Frozen> {
-    let dir = rustix::fs::open(
+/// Opens the directory `mountpoint`, for an ioctl on the filesystem mounted there.
+fn open_fs(mountpoint: &Path) -> Result<OwnedFd> {
+    rustix::fs::open(
         mountpoint,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| Error::os("open", mountpoint, e))?;
+    .map_err(|e| Error::os("open", mountpoint, e))
+}
+
+/// `FIFREEZE` or `FITHAW` on the filesystem of `dir`.
+fn freeze_call(dir: &OwnedFd, opcode: Opcode) -> rustix::io::Result<()> {
     let call = Raw {
-        opcode: FIFREEZE,
+        opcode,
         arg: std::ptr::null_mut(),
     };
-    // SAFETY: FIFREEZE ignores its argument; the descriptor is a directory on the filesystem.
-    unsafe { rustix::ioctl::ioctl(&dir, call) }
-        .map_err(|e| Error::os("FIFREEZE", mountpoint, e))?;
+    // SAFETY: FIFREEZE and FITHAW ignore their argument; the descriptor is a directory on the
+    // filesystem to freeze or thaw.
+    unsafe { rustix::ioctl::ioctl(dir, call) }.map(|_| ())
+}
+
+/// Freezes the filesystem mounted at `mountpoint`.
+pub fn freeze(mountpoint: &Path) -> Result<Frozen> {
+    let dir = open_fs(mountpoint)?;
+    freeze_call(&dir, FIFREEZE).map_err(|e| Error::os("FIFREEZE", mountpoint, e))?;
     Ok(Frozen { dir })
 }
 
 /// Thaws the filesystem mounted at `mountpoint` if it is frozen; returns whether it was.
 pub fn thaw(mountpoint: &Path) -> Result<bool> {
-    let dir = rustix::fs::open(
-        mountpoint,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| Error::os("open", mountpoint, e))?;
-    let call = Raw {
-        opcode: FITHAW,
-        arg: std::ptr::null_mut(),
-    };
-    // SAFETY: FITHAW ignores its argument; the descriptor is a directory on the filesystem.
-    match unsafe { rustix::ioctl::ioctl(&dir, call) } {
-        Ok(_) => Ok(true),
+    match freeze_call(&open_fs(mountpoint)?, FITHAW) {
+        Ok(()) => Ok(true),
         // Not frozen.
         Err(rustix::io::Errno::INVAL) => Ok(false),
         Err(e) => Err(Error::os("FITHAW", mountpoint, e)),
@@ -423,14 +422,9 @@ pub fn thaw(mountpoint: &Path) -> Result<bool> {
 
 impl Drop for Frozen {
     fn drop(&mut self) {
-        let call = Raw {
-            opcode: FITHAW,
-            arg: std::ptr::null_mut(),
-        };
-        // SAFETY: FITHAW ignores its argument; the descriptor is the one FIFREEZE froze.
         // A failed thaw cannot be reported from a drop; the filesystem was frozen by this
         // value, so the thaw only fails if someone else thawed it already.
-        let _ = unsafe { rustix::ioctl::ioctl(&self.dir, call) };
+        let _ = freeze_call(&self.dir, FITHAW);
     }
 }
 
