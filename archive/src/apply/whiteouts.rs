@@ -129,6 +129,26 @@ impl Applier<'_> {
         }
     }
 
+    /// The entries of `dir` (open as `fd`), `depth` levels below where a walk started; a walk
+    /// deeper than [`MAX_DEPTH`] is an error.
+    fn level(
+        &self,
+        fd: std::os::fd::BorrowedFd<'_>,
+        dir: &[u8],
+        depth: usize,
+    ) -> Result<Vec<(Vec<u8>, FileType)>> {
+        if depth > MAX_DEPTH {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!(
+                    "{}: deeper than {MAX_DEPTH} levels",
+                    self.root.display(dir).display()
+                ),
+            ));
+        }
+        inroot::read_names(fd).map_err(|e| self.root.err("getdents", dir, e))
+    }
+
     /// Removes the whiteouts (0/0 character devices: only this archive's can be there) under
     /// the directory `fd`, named `dir` without symlinks, which was just made opaque. Subtrees
     /// made opaque before are skipped: their whiteouts went then, and none is written under an
@@ -139,16 +159,7 @@ impl Applier<'_> {
         dir: &[u8],
         depth: usize,
     ) -> Result<()> {
-        if depth > MAX_DEPTH {
-            return Err(Error::new(
-                ErrorKind::Io,
-                format!(
-                    "{}: deeper than {MAX_DEPTH} levels",
-                    self.root.display(dir).display()
-                ),
-            ));
-        }
-        let children = inroot::read_names(fd).map_err(|e| self.root.err("getdents", dir, e))?;
+        let children = self.level(fd, dir, depth)?;
         for (name, ft) in children {
             let path = names::join(dir, &name);
             match ft {
@@ -306,16 +317,7 @@ impl Applier<'_> {
     }
 
     fn prune(&self, fd: std::os::fd::BorrowedFd<'_>, dir: &[u8], depth: usize) -> Result<()> {
-        if depth > MAX_DEPTH {
-            return Err(Error::new(
-                ErrorKind::Io,
-                format!(
-                    "{}: deeper than {MAX_DEPTH} levels",
-                    self.root.display(dir).display()
-                ),
-            ));
-        }
-        let children = inroot::read_names(fd).map_err(|e| self.root.err("getdents", dir, e))?;
+        let children = self.level(fd, dir, depth)?;
         for (name, _) in children {
             let path = names::join(dir, &name);
             let origin = match self.track.get(&path) {
