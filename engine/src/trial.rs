@@ -91,10 +91,7 @@ pub(crate) fn sweep(records: &Path) -> Result<()> {
 
 /// Detaches whatever is mounted at or below `dir`, deepest first, then removes it.
 fn remove(dir: &Path) -> Result<()> {
-    for point in mountinfo::points_under(&mountinfo::read()?, dir) {
-        rustix::mount::unmount(&point, rustix::mount::UnmountFlags::DETACH)
-            .map_err(|e| Error::os("umount", &point, e))?;
-    }
+    mountinfo::detach_under(dir)?;
     match fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

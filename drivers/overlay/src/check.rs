@@ -203,7 +203,7 @@ pub(crate) fn native_diff_ok(
 /// renaming `merged/d1` must fail with EXDEV or leave no `overlay.redirect` xattr.
 fn probe_native(dir: &Path, api: MountApi, opts: &Options, prefix: &str) -> Result<bool> {
     // A dead process's leftover with this pid: never delete through its mount.
-    sys::unmount_all_under(dir)?;
+    strata_driver_util::mountinfo::detach_under(dir)?;
     let _ = fs::remove_dir_all(dir);
     for sub in ["l1/d", "l1/d1", "l2/d", "l3", "work", "merged"] {
         let p = dir.join(sub);

@@ -397,7 +397,7 @@ impl Layout {
 /// and retry, up to 50 times, 100 ms apart, as moby's EnsureRemoveAll).
 fn remove_all_retry(path: &Path) -> Result<()> {
     // Never delete through a mount: detach whatever is mounted inside first.
-    sys::unmount_all_under(path)?;
+    strata_driver_util::mountinfo::detach_under(path)?;
     let mut tries = 0;
     loop {
         match fs::remove_dir_all(path) {
@@ -405,7 +405,7 @@ fn remove_all_retry(path: &Path) -> Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) if e.raw_os_error() == Some(Errno::BUSY.raw_os_error()) && tries < 50 => {
                 tries += 1;
-                sys::unmount_all_under(path)?;
+                strata_driver_util::mountinfo::detach_under(path)?;
                 std::thread::sleep(Duration::from_millis(100));
             }
             Err(e) => return Err(Error::os("remove", path, e)),

@@ -1,7 +1,7 @@
 //! The system calls this driver is built from: mounting a [`Stack`] either way, unmounting,
 //! telling a mount point, and reading small files. Every error names the call and the path.
-//! The mount table is read with `strata_driver_util::mountinfo`, small files are written with
-//! `strata_archive::atomic`.
+//! Detaching everything under a directory is `strata_driver_util::mountinfo::detach_under`;
+//! small files are written with `strata_archive::atomic`.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -13,7 +13,6 @@ use rustix::mount::{
     fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, move_mount,
 };
 use strata_driver_api::{Error, ErrorKind, Result};
-use strata_driver_util::mountinfo;
 
 use crate::opts::{Options, Stack};
 
@@ -109,15 +108,6 @@ pub(crate) fn unmount(target: &Path) -> Result<()> {
         Ok(()) | Err(Errno::INVAL | Errno::NOENT) => Ok(()),
         Err(e) => Err(os("umount2", target, e)),
     }
-}
-
-/// Detaches every mount at or below `dir`, deepest first, so that removing `dir` never
-/// deletes through a mount (a bind mount leaked into a layer, a view still mounted).
-pub(crate) fn unmount_all_under(dir: &Path) -> Result<()> {
-    for m in mountinfo::points_under(&mountinfo::read()?, dir) {
-        unmount(&m)?;
-    }
-    Ok(())
 }
 
 /// Whether `path` is the root of a mount (missing is `false`).

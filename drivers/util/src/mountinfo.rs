@@ -108,6 +108,19 @@ pub fn points_under(table: &[MountEntry], dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Lazily detaches (`MNT_DETACH`) every mount at or below `dir`, deepest first, so that
+/// removing `dir` never deletes through a mount; a point that is gone already is fine.
+pub fn detach_under(dir: &Path) -> Result<()> {
+    use rustix::io::Errno;
+    for point in points_under(&read()?, dir) {
+        match rustix::mount::unmount(&point, rustix::mount::UnmountFlags::DETACH) {
+            Ok(()) | Err(Errno::INVAL | Errno::NOENT) => {}
+            Err(e) => return Err(Error::os("umount2", &point, e)),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
